@@ -1,0 +1,41 @@
+// swift-tools-version:6.0
+// skvm: a small, fast, readable KVM hypervisor. The layering (dependencies
+// point down only) is described in docs/architecture.md.
+import PackageDescription
+
+let package = Package(
+    name: "skvm",
+    platforms: [.macOS(.v15)],  // only so that SwiftPM resolves; skvm runs on Linux
+    products: [
+        .executable(name: "skvm", targets: ["skvm"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    ],
+    targets: [
+        // The C shim: request numbers and glibc APIs Swift cannot import. No logic.
+        .target(name: "CKVM"),
+        // Guest physical memory: the only place guest addresses become host pointers.
+        .target(name: "Memory", dependencies: ["CKVM"]),
+        // Typed handles for /dev/kvm, a VM and a vCPU; one method per ioctl.
+        .target(name: "KVM", dependencies: ["CKVM", "Memory"]),
+        // Kernel loaders and the boot-time CPU state, computed as plain values.
+        .target(name: "Boot", dependencies: ["CKVM", "Memory"]),
+        // The bus and the legacy devices (UART, i8042, debug-exit). No KVM here.
+        .target(name: "Devices", dependencies: ["Memory"]),
+        // Builds a machine from a configuration and runs it.
+        .target(name: "VMM", dependencies: ["CKVM", "KVM", "Memory", "Boot", "Devices"]),
+        .executableTarget(
+            name: "skvm",
+            dependencies: [
+                "VMM", "KVM", "Boot",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .target(name: "TestSupport", dependencies: ["Memory", "Devices"], path: "Tests/TestSupport"),
+        .testTarget(name: "MemoryTests", dependencies: ["Memory"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "Memory", "TestSupport"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "TestSupport"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["TestSupport"]),
+    ]
+)

@@ -1,0 +1,84 @@
+// MachineMap.swift: every fixed guest-physical address skvm uses, in one place.
+//
+// docs/memory-map.md draws this map; keep the two in step. The layout follows
+// the PC's, because every x86 kernel expects it: RAM from 0 with the legacy
+// hole below 1 MiB reserved for the BIOS era, kernels at 1 MiB, and a hole
+// below 4 GiB where devices live (so RAM above 3 GiB moves above 4 GiB).
+
+import Memory
+
+/// The x86-64 machine layout.
+public enum MachineMap {
+    /// Where a flat real-mode binary is loaded and entered (CS:IP = 0000:1000).
+    public static let flatLoadAddress = GuestAddress(0x1000)
+    /// The stack pointer a flat binary starts with (grows down below its code).
+    public static let flatStackPointer: UInt64 = 0x1000
+    /// Start of the area below 640 KiB that is reserved on a PC (EBDA, MP
+    /// floating pointer at 0x9FC00) up to 1 MiB (VGA, option ROMs, BIOS).
+    public static let lowReservedStart: UInt64 = 0x9_FC00
+    /// 1 MiB: where kernels are loaded, above the legacy hole.
+    public static let highMemoryStart: UInt64 = 0x10_0000
+    /// The lowest address boot data (GDT, multiboot information) may use:
+    /// page 0 holds the real-mode IVT and BIOS data area.
+    public static let bootDataStart: UInt64 = 0x1000
+    /// RAM below 4 GiB ends here at the latest; [3 GiB, 4 GiB) is the MMIO hole.
+    public static let mmioHoleStart: UInt64 = 0xC000_0000
+    /// 4 GiB: where RAM continues when the guest has more than 3 GiB.
+    public static let highRAMStart: UInt64 = 0x1_0000_0000
+    /// Three pages KVM needs for VT-x real-mode emulation (KVM_SET_TSS_ADDR), in the hole.
+    public static let kvmTSSAddress = GuestAddress(0xFFFB_D000)
+    /// One page for VT-x's identity page table (KVM_SET_IDENTITY_MAP_ADDR), just below the TSS.
+    public static let kvmIdentityMapAddress = GuestAddress(0xFFFB_C000)
+
+    // Legacy I/O ports.
+    public static let com1Port: UInt64 = 0x3F8
+    public static let com1IRQ: UInt32 = 4
+    public static let i8042Port: UInt64 = 0x60
+    public static let debugExitPort: UInt64 = 0xF4
+
+    /// The guest RAM ranges for `size` bytes of memory: one range below the
+    /// MMIO hole, and the rest from 4 GiB.
+    public static func ramLayout(size: UInt64) -> [GuestRange] {
+        let low = min(size, mmioHoleStart)
+        var ranges: [GuestRange] = []
+        if let r = GuestRange(start: GuestAddress(0), length: low) { ranges.append(r) }
+        if size > low, let r = GuestRange(start: GuestAddress(highRAMStart), length: size - low) { ranges.append(r) }
+        return ranges
+    }
+
+    /// The memory map a firmware would report (E820 and multiboot use the same types).
+    public static func memoryMap(size: UInt64) -> [MemoryMapEntry] {
+        let low = min(size, mmioHoleStart)
+        var map: [MemoryMapEntry] = [
+            MemoryMapEntry(base: 0, length: min(lowReservedStart, low), type: .ram)
+        ]
+        if low > lowReservedStart {
+            map.append(MemoryMapEntry(base: lowReservedStart, length: min(highMemoryStart, low) - lowReservedStart, type: .reserved))
+        }
+        if low > highMemoryStart {
+            map.append(MemoryMapEntry(base: highMemoryStart, length: low - highMemoryStart, type: .ram))
+        }
+        if size > low {
+            map.append(MemoryMapEntry(base: highRAMStart, length: size - low, type: .ram))
+        }
+        return map
+    }
+}
+
+/// One entry of a firmware memory map.
+public struct MemoryMapEntry: Equatable, Sendable {
+    /// E820 types (ACPI spec, "System Address Map Interfaces").
+    public enum Kind: UInt32, Sendable {
+        case ram = 1
+        case reserved = 2
+    }
+    public let base: UInt64
+    public let length: UInt64
+    public let type: Kind
+
+    public init(base: UInt64, length: UInt64, type: Kind) {
+        self.base = base
+        self.length = length
+        self.type = type
+    }
+}

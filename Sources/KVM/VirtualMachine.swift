@@ -1,0 +1,81 @@
+// VirtualMachine.swift: a VM fd (api.rst §4, "vm ioctls").
+//
+// A VM starts with no memory and no vCPUs. The VMM adds memory slots (guest
+// physical ranges backed by its own mmapped memory), the in-kernel interrupt
+// controllers, and vCPUs.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+import Memory
+
+/// One virtual machine.
+public final class VirtualMachine: Sendable {
+    private let fd: OwnedFileDescriptor
+    private let runSize: Int
+
+    init(fd: OwnedFileDescriptor, runSize: Int) {
+        self.fd = fd
+        self.runSize = runSize
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION: backs guest RAM `region` with its host mapping
+    /// in memory slot `slot`. Taking a `GuestRegion` (which only `GuestMemory`
+    /// creates, from its own live mappings) makes kvm-ioctls' unsafe contract
+    /// ("the host range must stay mapped") a property of the type.
+    public func setUserMemoryRegion(slot: UInt32, region: GuestRegion, memory: GuestMemory) throws(KVMError) {
+        var r = kvm_userspace_memory_region(
+            slot: slot, flags: 0, guest_phys_addr: region.range.start.rawValue,
+            memory_size: region.range.length, userspace_addr: region.userspaceAddress)
+        _ = try check("KVM_SET_USER_MEMORY_REGION", context: "slot \(slot) \(region.range)") {
+            withExtendedLifetime(memory) { ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_USER_MEMORY_REGION, &r) }
+        }
+    }
+
+    /// KVM_SET_TSS_ADDR: three pages of guest-physical space that Intel VT-x
+    /// needs for real-mode emulation. Must not overlap RAM or devices.
+    public func setTSSAddress(_ address: GuestAddress) throws(KVMError) {
+        _ = try check("KVM_SET_TSS_ADDR") { ckvm_ioctl(fd.rawValue, CKVM_SET_TSS_ADDR, UInt(address.rawValue)) }
+    }
+
+    /// KVM_SET_IDENTITY_MAP_ADDR: one page for VT-x's real-mode identity page table.
+    public func setIdentityMapAddress(_ address: GuestAddress) throws(KVMError) {
+        var a = address.rawValue
+        _ = try check("KVM_SET_IDENTITY_MAP_ADDR") { ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_IDENTITY_MAP_ADDR, &a) }
+    }
+
+    /// KVM_CREATE_IRQCHIP: the in-kernel PIC pair, IOAPIC and per-vCPU LAPICs.
+    public func createIRQChip() throws(KVMError) {
+        _ = try check("KVM_CREATE_IRQCHIP") { ckvm_ioctl(fd.rawValue, CKVM_CREATE_IRQCHIP, 0) }
+    }
+
+    /// KVM_CREATE_PIT2: the in-kernel i8254 timer (ports 0x40-0x43, and 0x61).
+    public func createPIT2() throws(KVMError) {
+        var config = kvm_pit_config()
+        _ = try check("KVM_CREATE_PIT2") { ckvm_ioctl_ptr(fd.rawValue, CKVM_CREATE_PIT2, &config) }
+    }
+
+    /// KVM_IRQ_LINE: drives interrupt line `irq` of the in-kernel PIC/IOAPIC high or low.
+    public func setIRQLine(_ irq: UInt32, level: Bool) throws(KVMError) {
+        var line = kvm_irq_level()
+        line.irq = irq
+        line.level = level ? 1 : 0
+        _ = try check("KVM_IRQ_LINE", context: "IRQ \(irq)") { ckvm_ioctl_ptr(fd.rawValue, CKVM_IRQ_LINE, &line) }
+    }
+
+    /// KVM_CHECK_EXTENSION on the VM fd (some answers, like max vCPUs, are per VM).
+    public func checkExtension(_ capability: Int32) -> Int32 {
+        max(0, ckvm_ioctl(fd.rawValue, CKVM_CHECK_EXTENSION, UInt(capability)))
+    }
+
+    /// KVM_CREATE_VCPU: vCPU `id` (its initial APIC id), with its `kvm_run` page mapped.
+    public func createVCPU(id: UInt32) throws(KVMError) -> VCPU {
+        let vcpufd = try check("KVM_CREATE_VCPU", context: "vCPU \(id)") {
+            ckvm_ioctl(fd.rawValue, CKVM_CREATE_VCPU, UInt(id))
+        }
+        let owned = OwnedFileDescriptor(vcpufd)
+        let run = try RunPage(vcpuFD: vcpufd, size: runSize, vcpu: id)
+        return VCPU(id: id, fd: owned, run: run)
+    }
+}

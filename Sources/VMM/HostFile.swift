@@ -1,0 +1,31 @@
+// HostFile.swift: reading whole input files (kernels, initrds) with errors a user can act on.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads the regular file at `path`, at most `limit` bytes, or throws a ConfigError naming it.
+func readInputFile(_ path: String, what: String, limit: Int = 1 << 30) throws(ConfigError) -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw ConfigError("cannot open \(what) '\(path)': \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var st = stat()
+    guard fstat(fd, &st) == 0 else { throw ConfigError("cannot stat \(what) '\(path)': \(String(cString: strerror(errno)))") }
+    guard st.st_mode & S_IFMT == S_IFREG else { throw ConfigError("\(what) '\(path)' is not a regular file") }
+    guard st.st_size > 0 else { throw ConfigError("\(what) '\(path)' is empty") }
+    guard st.st_size <= limit else { throw ConfigError("\(what) '\(path)' is larger than \(limit >> 20) MiB") }
+    var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { buf in
+            read(fd, buf.baseAddress.unsafelyUnwrapped.advanced(by: done), buf.count - done)
+        }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else {
+            if n == 0 { throw ConfigError("\(what) '\(path)' shrank while being read") }
+            throw ConfigError("cannot read \(what) '\(path)': \(String(cString: strerror(errno)))")
+        }
+        done += n
+    }
+    return bytes
+}

@@ -1,0 +1,88 @@
+// MachineConfig.swift: everything a user chose for one VM, validated.
+
+import Memory
+
+/// The configuration of one VM.
+public struct MachineConfig: Sendable {
+    /// How to read the kernel file.
+    public enum KernelFormat: Sendable, Equatable {
+        /// Detect from the file: a multiboot header (ELF or a.out kludge).
+        case auto
+        /// A flat real-mode binary loaded at 0x1000.
+        case flat
+    }
+
+    public var kernelPath: String
+    public var kernelFormat: KernelFormat = .auto
+    /// Guest RAM in bytes.
+    public var memorySize: UInt64 = MachineConfig.defaultMemorySize
+    /// Text appended to the kernel's command line.
+    public var append: String = ""
+    /// The KVM device (SKVM_KVM_DEVICE or --kvm-device overrides it).
+    public var kvmDevicePath: String = "/dev/kvm"
+    /// Feed stdin to the serial port.
+    public var consoleInput: Bool = true
+    /// Print only the guest's output and errors.
+    public var quiet: Bool = false
+    /// Collect and print exit statistics at the end.
+    public var statistics: Bool = false
+    /// Back guest RAM with transparent hugepages (madvise) when possible.
+    public var memoryBacking: MemoryBacking = .transparentHugepages
+
+    public static let defaultMemorySize: UInt64 = 128 << 20
+    /// The smallest machine skvm builds: 1 MiB covers the real-mode address space.
+    public static let minimumMemorySize: UInt64 = 1 << 20
+
+    public init(kernelPath: String) { self.kernelPath = kernelPath }
+}
+
+/// A configuration value a user got wrong.
+public struct ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Byte sizes as people write them: "512M", "2G", "64MiB", "1024" (MiB by default).
+public enum ByteSize {
+    /// Parses `text`. A bare number is in units of `defaultUnit` (MiB for
+    /// --memory, as in QEMU, kvmtool and Firecracker). Suffixes K, M, G, T
+    /// (optionally followed by "iB" or "B") are powers of 1024; "B" alone is bytes.
+    public static func parse(_ text: String, defaultUnit: UInt64 = 1 << 20) throws(ConfigError) -> UInt64 {
+        let t = text.trimmingSpaces()
+        let digits = t.prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty else { throw ConfigError("'\(text)' is not a size (expected a number with an optional unit, like 512M or 2G)") }
+        guard let number = UInt64(digits) else { throw ConfigError("'\(text)' is too large") }
+        let unitText = t.dropFirst(digits.count).uppercased()
+        let unit: UInt64
+        switch unitText {
+        case "": unit = defaultUnit
+        case "B": unit = 1
+        case "K", "KB", "KIB": unit = 1 << 10
+        case "M", "MB", "MIB": unit = 1 << 20
+        case "G", "GB", "GIB": unit = 1 << 30
+        case "T", "TB", "TIB": unit = 1 << 40
+        default: throw ConfigError("'\(text)' has an unknown unit '\(t.dropFirst(digits.count))' (use K, M, G or T)")
+        }
+        let (bytes, overflow) = number.multipliedReportingOverflow(by: unit)
+        guard !overflow else { throw ConfigError("'\(text)' is too large") }
+        return bytes
+    }
+
+    /// Parses and checks a guest memory size.
+    public static func parseMemory(_ text: String) throws(ConfigError) -> UInt64 {
+        let bytes = try parse(text)
+        guard bytes > 0 else { throw ConfigError("--memory must be more than 0") }
+        guard bytes >= MachineConfig.minimumMemorySize else {
+            throw ConfigError("--memory \(text) is less than the minimum of 1 MiB")
+        }
+        guard bytes % 4096 == 0 else { throw ConfigError("--memory \(text) is not a whole number of 4 KiB pages") }
+        return bytes
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+    }
+}

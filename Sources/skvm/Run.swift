@@ -1,0 +1,89 @@
+// Run.swift: `skvm run`, boot a kernel.
+
+import ArgumentParser
+import VMM
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot a kernel in a new virtual machine.",
+        discussion: """
+            Kernel formats, detected from the file:
+              multiboot (v1)  an ELF or a.out-kludge kernel with a multiboot header in its first
+                              8 KiB, entered in 32-bit protected mode as GRUB and QEMU do; its
+                              command line is the kernel's path, a space, then --append.
+              flat (--flat)   a raw real-mode binary, loaded at 0x1000 and entered at 0000:1000.
+
+            Devices: COM1 (16550 UART at port 0x3f8, IRQ 4) on stdin/stdout; the i8042 reset line
+            (port 0x64, command 0xfe); QEMU's debug-exit port 0xf4.
+
+            Console: when stdin is a terminal it is put in raw mode; type Ctrl-A x to quit,
+            Ctrl-A Ctrl-A to send a Ctrl-A to the guest.
+
+            Exit status:
+              0        the guest reset or powered off the machine, or Ctrl-A x
+              odd      the guest wrote v to port 0xf4: status (v << 1) | 1
+              2        bad command line or input file (nothing was started)
+              4        the host could not run the VM (no /dev/kvm, a KVM call failed)
+              6        the guest triple-faulted
+              8        KVM could not run the guest's code (entry or emulation failure)
+              128+n    stopped by signal n (130 for SIGINT, 143 for SIGTERM)
+            """)
+
+    @Option(name: .long, help: ArgumentHelp("The kernel to boot.", valueName: "file"))
+    var kernel: String
+
+    @Flag(name: .long, help: "Treat the kernel as a flat real-mode binary (loaded at 0x1000).")
+    var flat = false
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Guest RAM: a number with a unit, K, M, G or T (powers of 1024); a bare number means MiB.",
+        valueName: "size"))
+    var memory: String = "128M"
+
+    @Option(name: .long, help: ArgumentHelp("Text for the kernel's command line.", valueName: "text"))
+    var append: String = ""
+
+    @Flag(name: .long, help: "At exit, print a table of VM exits by reason, port and MMIO address.")
+    var stats = false
+
+    @Flag(name: .long, help: "Print only the guest's output and errors (no start/stop lines, no warnings).")
+    var quiet = false
+
+    @Flag(name: .customLong("no-input"), help: "Do not feed stdin to the guest's serial port.")
+    var noInput = false
+
+    @Option(name: .customLong("kvm-device"), help: ArgumentHelp(
+        "The KVM device (default: $SKVM_KVM_DEVICE or /dev/kvm).", valueName: "path"))
+    var kvmDevice: String?
+
+    mutating func run() throws {
+        var config = MachineConfig(kernelPath: kernel)
+        do {
+            config.memorySize = try ByteSize.parseMemory(memory)
+        } catch {
+            printError("skvm: \(error.message)")
+            throw ExitWithStatus(status: ExitStatus.usage)
+        }
+        config.kernelFormat = flat ? .flat : .auto
+        config.append = append
+        config.statistics = stats
+        config.quiet = quiet
+        config.consoleInput = !noInput
+        config.kvmDevicePath = kvmDevicePath(kvmDevice)
+
+        let machine: Machine
+        do { machine = try Machine(config: config) } catch {
+            printError("skvm: \(error.message)")
+            throw ExitWithStatus(status: error.status)
+        }
+        let reason = machine.run()
+        if stats { printError(machine.statisticsTable()) }
+        // Failures are always reported; ordinary stops only without --quiet.
+        if reason.exitStatus == 0 || reason.exitStatus & 1 == 1 || reason == .signal(2) || reason == .signal(15) {
+            machine.diagnostics.info(reason.summary)
+        } else {
+            printError("skvm: " + reason.summary)
+        }
+        throw ExitWithStatus(status: reason.exitStatus)
+    }
+}
