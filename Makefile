@@ -1,0 +1,53 @@
+# skvm: build, test and benchmark.
+#
+#   make demo      set up, build, and run the tiny kernels (README's first command)
+#   make test      set up, build, and run every test (README's second command; CI runs it)
+#   make build     debug build of skvm        make release   optimised build
+#   make guests    assemble the test kernels  make bench     benchmarks (release build)
+#   make check     host diagnosis (skvm check)
+#   make clean
+
+export PATH := /opt/swift/usr/bin:$(PATH)
+SWIFT ?= swift
+SKVM_DEBUG := .build/debug/skvm
+SKVM_RELEASE := .build/release/skvm
+
+.PHONY: all setup build release guests test unit integration bench demo check clean
+
+all: build guests
+
+setup:
+	@bash scripts/setup.sh
+
+build:
+	$(SWIFT) build
+
+release:
+	$(SWIFT) build -c release
+
+guests:
+	$(MAKE) -C guests
+
+# All tests: unit tests need nothing; integration tests run the built skvm on the
+# guests (and skip without /dev/kvm, or fail when SKVM_REQUIRE_KVM=1).
+test: setup guests
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+unit: build
+	$(SWIFT) test --skip IntegrationTests
+
+integration: guests
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --filter IntegrationTests
+
+check: build
+	$(SKVM_DEBUG) check
+
+# The main job: show what this host can do, then boot the tiny kernels.
+demo: setup guests release
+	@bash scripts/demo.sh $(SKVM_RELEASE)
+
+clean:
+	rm -rf .build
+	$(MAKE) -C guests clean
