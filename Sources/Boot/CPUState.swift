@@ -98,6 +98,13 @@ public struct BootCPUState: Equatable, Sendable {
     public static let cr0ProtectionEnable: UInt64 = 1 << 0
     /// CR0.ET: hard-wired to 1 on every CPU since the 486.
     public static let cr0ExtensionType: UInt64 = 1 << 4
+    /// CR0.PG: paging.
+    public static let cr0Paging: UInt64 = 1 << 31
+    /// CR4.PAE: physical address extension, required for long mode.
+    public static let cr4PAE: UInt64 = 1 << 5
+    /// EFER.LME (long mode enable) and EFER.LMA (long mode active).
+    public static let eferLME: UInt64 = 1 << 8
+    public static let eferLMA: UInt64 = 1 << 10
 
     public init(rip: UInt64, cs: SegmentState, data: SegmentState, cr0: UInt64) {
         self.rip = rip

@@ -13,6 +13,26 @@ public enum MachineMap {
     public static let flatLoadAddress = GuestAddress(0x1000)
     /// The stack pointer a flat binary starts with (grows down below its code).
     public static let flatStackPointer: UInt64 = 0x1000
+    // Linux (64-bit boot protocol) boot data, all below 1 MiB.
+    /// The boot GDT: null, null, 64-bit code (selector 0x10 = __BOOT_CS), data (0x18 = __BOOT_DS).
+    public static let linuxGDT = GuestAddress(0x500)
+    /// `struct boot_params`, the zero page; its address goes in RSI.
+    public static let zeroPage = GuestAddress(0x7000)
+    /// The boot stack pointer (grows down below the page tables).
+    public static let linuxBootStack: UInt64 = 0x8FF0
+    /// Identity page tables: PML4, PDPT and four PDs (6 pages, up to 0xF000).
+    public static let pageTables = GuestAddress(0x9000)
+    /// The kernel command line.
+    public static let linuxCommandLine = GuestAddress(0x2_0000)
+    /// The MP floating pointer and configuration table (Intel MP spec 1.4,
+    /// found by Linux's scan of the last KiB of base memory).
+    public static let mpTable = GuestAddress(0x9_FC00)
+    /// Where a Linux kernel without a preferred address (boot protocol < 2.10) is loaded.
+    public static let linuxDefaultLoadAddress: UInt64 = 0x100_0000
+    /// The local APIC and IOAPIC, at their architectural addresses.
+    public static let localAPICAddress: UInt32 = 0xFEE0_0000
+    public static let ioAPICAddress: UInt32 = 0xFEC0_0000
+
     /// Start of the area below 640 KiB that is reserved on a PC (EBDA, MP
     /// floating pointer at 0x9FC00) up to 1 MiB (VGA, option ROMs, BIOS).
     public static let lowReservedStart: UInt64 = 0x9_FC00
@@ -35,6 +55,9 @@ public enum MachineMap {
     public static let com1IRQ: UInt32 = 4
     public static let i8042Port: UInt64 = 0x60
     public static let debugExitPort: UInt64 = 0xF4
+    public static let cmosPort: UInt64 = 0x70
+    /// POST-code port: Linux writes it as an I/O delay (io_delay); skvm absorbs it silently.
+    public static let postCodePort: UInt64 = 0x80
 
     /// The guest RAM ranges for `size` bytes of memory: one range below the
     /// MMIO hole, and the rest from 4 GiB.

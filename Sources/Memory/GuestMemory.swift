@@ -55,8 +55,10 @@ public final class GuestMemory: @unchecked Sendable {
     /// 2 MiB, the x86 large-page size.
     public static let hugepageSize: UInt64 = 2 << 20
 
-    /// Maps guest RAM for `layout` (guest ranges, sorted, disjoint, 4 KiB aligned).
-    public init(layout: [GuestRange], backing: MemoryBacking = .anonymous) throws(MemoryError) {
+    /// Maps guest RAM for `layout` (guest ranges, sorted, disjoint, 4 KiB aligned;
+    /// 2 MiB aligned for hugetlb). With `prefault`, every page is allocated now
+    /// (MAP_POPULATE) rather than on the guest's first touch.
+    public init(layout: [GuestRange], backing: MemoryBacking = .anonymous, prefault: Bool = false) throws(MemoryError) {
         guard !layout.isEmpty else { throw .invalidLayout("no RAM regions") }
         let pageSize: UInt64 = backing == .hugetlb ? Self.hugepageSize : 4096
         var previousEnd: GuestAddress? = nil
@@ -79,7 +81,7 @@ public final class GuestMemory: @unchecked Sendable {
                 throw .mapFailed(size: r.length, errno: ENOMEM, hugetlb: backing == .hugetlb)
             }
             do {
-                let (mapping, aligned) = try Self.map(length: Int(r.length), backing: backing)
+                let (mapping, aligned) = try Self.map(length: Int(r.length), backing: backing, prefault: prefault)
                 maps.append(mapping)
                 regions.append(GuestRegion(range: r, userspaceAddress: UInt64(UInt(bitPattern: aligned))))
                 bases.append(aligned)
@@ -100,13 +102,20 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     /// mmaps `length` bytes; returns the mapping to unmap later and the aligned start.
-    private static func map(length: Int, backing: MemoryBacking) throws(MemoryError) -> (Mapping, UnsafeMutableRawPointer) {
-        var flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+    private static func map(length: Int, backing: MemoryBacking, prefault: Bool) throws(MemoryError) -> (Mapping, UnsafeMutableRawPointer) {
+        // THP regions are prefaulted after madvise (MAP_POPULATE would fault 4 KiB pages first).
+        var flags = MAP_PRIVATE | MAP_ANONYMOUS | (prefault && backing != .transparentHugepages ? MAP_POPULATE : 0)
         var mapLength = length
         switch backing {
-        case .anonymous: break
-        case .hugetlb: flags |= MAP_HUGETLB  // 2 MiB pages: the default hugetlb size on x86-64
-        case .transparentHugepages:
+        case .anonymous: flags |= MAP_NORESERVE
+        case .hugetlb:
+            // 2 MiB pages, the default hugetlb size on x86-64. Without
+            // MAP_NORESERVE the pages are reserved now, so a short pool fails
+            // here rather than as a SIGBUS when the guest first touches them.
+            flags |= MAP_HUGETLB
+        case .transparentHugepages: flags |= MAP_NORESERVE
+        }
+        if backing == .transparentHugepages {
             // THP only backs 2 MiB-aligned 2 MiB extents: over-map and align by hand.
             mapLength += Int(hugepageSize)
         }
@@ -121,6 +130,13 @@ public final class GuestMemory: @unchecked Sendable {
             start = p.advanced(by: Int(((addr + mask) & ~mask) - addr))
             // Advisory only: where THP is off the memory simply stays 4 KiB pages.
             _ = madvise(start, length, MADV_HUGEPAGE)
+            if prefault {
+                // Touch every page: the first write in each 2 MiB extent faults in a hugepage.
+                for offset in stride(from: 0, to: length, by: 4096) {
+                    // SAFETY: offset < length, inside the mapping just made.
+                    start.storeBytes(of: 0, toByteOffset: offset, as: UInt8.self)
+                }
+            }
         }
         return (Mapping(base: p, length: mapLength), start)
     }

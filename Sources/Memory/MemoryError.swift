@@ -39,8 +39,8 @@ public func formatBytes(_ n: UInt64) -> String {
         return "\(n / size) \(name)"
     }
     for (size, name) in units where n >= size {
-        let tenths = n * 10 / size
-        return "\(tenths / 10).\(tenths % 10) \(name)"
+        // Whole units, then one decimal from the remainder: n * 10 could overflow.
+        return "\(n / size).\((n % size) * 10 / size) \(name)"
     }
     return n == 1 ? "1 byte" : "\(n) bytes"
 }

@@ -30,7 +30,7 @@ public struct AddressCounter: Sendable {
     public mutating func increment(_ address: UInt64, isWrite: Bool, by n: UInt64 = 1) -> UInt64 {
         let mask = slots.count - 1
         // Fibonacci hashing spreads nearby ports and addresses over the table.
-        var i = Int(truncatingIfNeeded: ((address << 1) | (isWrite ? 1 : 0)) &* 0x9E37_79B9_7F4A_7C15 >> 40) & mask
+        var i = Int(truncatingIfNeeded: (((address << 1) | (isWrite ? 1 : 0)) &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
         for _ in 0..<slots.count {
             if let s = slots[i] {
                 if s.address == address && s.isWrite == isWrite {
@@ -84,14 +84,14 @@ public struct ExitStatistics: Sendable {
 
     /// The table `--stats` prints.
     public func table(pioNames: (UInt64) -> String, mmioNames: (UInt64) -> String) -> String {
-        var out = "exit reason            count\n"
+        var out = pad("exit reason", 20) + leftPad("count", 9) + "\n"
         for (reason, n) in byReason.enumerated() where n > 0 {
             out += pad(exitReasonName(UInt32(reason)), 20) + leftPad(String(n), 9) + "\n"
         }
         out += pad("total", 20) + leftPad(String(total), 9) + "\n"
         let ports = pio.sorted
         if !ports.isEmpty {
-            out += "\nport      dir    count  device\n"
+            out += "\n" + pad("port", 10) + pad("dir", 5) + leftPad("count", 8) + "  device\n"
             for s in ports {
                 out += pad(hex4(s.address), 10) + pad(s.isWrite ? "out" : "in", 5) + leftPad(String(s.count), 8) + "  " + pioNames(s.address) + "\n"
             }
@@ -99,9 +99,9 @@ public struct ExitStatistics: Sendable {
         }
         let addresses = mmio.sorted
         if !addresses.isEmpty {
-            out += "\nmmio address        dir    count  device\n"
+            out += "\n" + pad("mmio address", 20) + pad("dir", 6) + leftPad("count", 8) + "  device\n"
             for s in addresses {
-                out += pad("0x" + String(s.address, radix: 16), 20) + pad(s.isWrite ? "write" : "read", 5) + leftPad(String(s.count), 8) + "  " + mmioNames(s.address) + "\n"
+                out += pad("0x" + String(s.address, radix: 16), 20) + pad(s.isWrite ? "write" : "read", 6) + leftPad(String(s.count), 8) + "  " + mmioNames(s.address) + "\n"
             }
             if mmio.overflow > 0 { out += "(\(mmio.overflow) more at addresses not listed)\n" }
         }

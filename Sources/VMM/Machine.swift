@@ -59,11 +59,16 @@ public final class Machine {
         let diagnostics = Diagnostics(quiet: config.quiet, collectStatistics: config.statistics)
         self.diagnostics = diagnostics
 
-        // The kernel file first: a typo in a path should not need /dev/kvm to be reported.
+        // Input files first: a typo in a path should not need /dev/kvm to be reported.
         let image: [UInt8]
-        do { image = try readInputFile(config.kernelPath, what: "kernel") } catch {
+        var initrd: [UInt8]? = nil
+        do {
+            image = try readInputFile(config.kernelPath, what: "kernel")
+            if let path = config.initrdPath { initrd = try readInputFile(path, what: "initrd", limit: 4 << 30) }
+        } catch {
             throw VMMError(error.message, status: ExitStatus.usage)
         }
+        try Self.checkUserLimits(config)
 
         // 1. /dev/kvm.
         func host<T>(_ body: () throws(KVMError) -> T) throws(VMMError) -> T {
@@ -82,14 +87,22 @@ public final class Machine {
         for c in Self.requiredCapabilities where kvm.checkExtension(c.capability) == 0 {
             throw VMMError("this host's KVM lacks \(c.name) (\(c.why))", status: ExitStatus.hostFailure)
         }
+        let maxVCPUs = Int(max(kvm.checkExtension(KVM_CAP_MAX_VCPUS), kvm.checkExtension(KVM_CAP_NR_VCPUS), 1))
+        guard config.cpus <= maxVCPUs else {
+            throw VMMError("--cpus \(config.cpus) is more than this host's KVM allows (\(maxVCPUs))", status: ExitStatus.usage)
+        }
         let supportedCPUID = try host { () throws(KVMError) in try kvm.supportedCPUID() }
         try Self.checkAddressWidth(memorySize: config.memorySize, cpuid: supportedCPUID)
         self.kvm = kvm
+        let onPVM = access("/sys/module/kvm_pvm", F_OK) == 0
+        let policy = Self.cpuidPolicy(config: config, onPVM: onPVM, diagnostics: diagnostics)
 
         // 2. Guest RAM.
+        if config.memoryBacking == .hugetlb { try Self.checkHugepagePool(config.memorySize) }
         let memory: GuestMemory
         do {
-            memory = try GuestMemory(layout: MachineMap.ramLayout(size: config.memorySize), backing: config.memoryBacking)
+            memory = try GuestMemory(layout: MachineMap.ramLayout(size: config.memorySize), backing: config.memoryBacking,
+                                     prefault: config.prefault)
         } catch {
             throw VMMError(error.description, status: ExitStatus.hostFailure)
         }
@@ -108,12 +121,17 @@ public final class Machine {
             try vm.createPIT2()
         }
 
-        // 4. The kernel.
+        // 4. The kernel, and the MP table that lists the vCPUs.
         let kernel: LoadedKernel
-        do {
-            switch config.kernelFormat {
-            case .flat: kernel = try FlatBinaryLoader.load(image, memory: memory)
-            case .auto: kernel = try Self.loadDetected(image, config: config, memory: memory)
+        do throws(BootError) {
+            kernel = try Self.loadKernel(image, initrd: initrd, config: config, onPVM: onPVM, diagnostics: diagnostics, memory: memory)
+            let (signature, features) = CPUIDTable.signature(supportedCPUID)
+            let mp = MPTable.build(at: MachineMap.mpTable.rawValue, cpus: config.cpus, signature: signature, features: features)
+            if let mpRange = GuestRange(start: MachineMap.mpTable, length: UInt64(mp.count)),
+                !kernel.ranges.contains(where: { $0.overlaps(mpRange) }), memory.contains(MachineMap.mpTable, size: mpRange.length) {
+                try? memory.write(bytes: mp, at: MachineMap.mpTable)
+            } else if config.cpus > 1 {
+                throw BootError("the kernel occupies \(MachineMap.mpTable), where the MP table listing the vCPUs goes")
             }
         } catch {
             throw VMMError("kernel '\(config.kernelPath)': \(error.message)", status: ExitStatus.usage)
@@ -130,6 +148,8 @@ public final class Machine {
         do {
             try pio.insert(serial, base: MachineMap.com1Port, length: 8)
             try pio.insert(I8042(control: stopController), base: MachineMap.i8042Port, length: 5)
+            try pio.insert(CMOS(memorySize: config.memorySize), base: MachineMap.cmosPort, length: 2)
+            try pio.insert(IgnoredPort(name: "POST code (io delay)"), base: MachineMap.postCodePort, length: 1)
             try pio.insert(DebugExit(control: stopController), base: MachineMap.debugExitPort, length: 1)
         } catch {
             throw VMMError("device layout: \(error)", status: ExitStatus.hostFailure)
@@ -137,29 +157,108 @@ public final class Machine {
         self.pio = pio
         self.mmio = Bus()
 
-        // 6. The boot vCPU.
-        let vcpu = try host { () throws(KVMError) in try vm.createVCPU(id: 0) }
-        try host { () throws(KVMError) in
-            try vcpu.setCPUID(CPUIDTable.forVCPU(supported: supportedCPUID, apicID: 0))
-            try vcpu.apply(kernel.cpu)
+        // 6. The vCPUs. Application processors keep KVM's reset state: they
+        // wait in the in-kernel LAPIC for INIT and SIPI from the boot CPU.
+        var runners: [VCPURunner] = []
+        for id in 0..<config.cpus {
+            let vcpu = try host { () throws(KVMError) in try vm.createVCPU(id: UInt32(id)) }
+            try host { () throws(KVMError) in
+                try vcpu.setCPUID(CPUIDTable.forVCPU(supported: supportedCPUID, apicID: UInt32(id), cpuCount: config.cpus, policy: policy))
+                try vcpu.setMSRs(Self.bootMSRs)
+                try vcpu.configureLINTsAsVirtualWire()
+                if id == 0 { try vcpu.apply(kernel.cpu) }
+            }
+            stopController.register(run: vcpu.runPage, thread: nil)
+            runners.append(VCPURunner(vcpu: vcpu, pio: pio, mmio: mmio, stopController: stopController,
+                                      diagnostics: diagnostics, hostCPU: config.pinning?[id]))
         }
-        stopController.register(run: vcpu.runPage, thread: nil)
-        runners = [VCPURunner(vcpu: vcpu, pio: pio, mmio: mmio, stopController: stopController, diagnostics: diagnostics)]
+        self.runners = runners
     }
 
-    /// Multiboot kernels are recognised by their header; anything else gets a
-    /// message saying what it looks like instead.
-    static func loadDetected(_ image: [UInt8], config: MachineConfig, memory: GuestMemory) throws(BootError) -> LoadedKernel {
+    /// MSRs set on every vCPU before it runs, as firmware leaves them.
+    static let bootMSRs: [(index: UInt32, value: UInt64)] = [
+        (0x1A0, 0x1),     // IA32_MISC_ENABLE: fast-string operations enabled
+        (0x2FF, 0x806),   // IA32_MTRR_DEF_TYPE: MTRRs enabled, default type write-back
+    ]
+
+    /// Picks the loader from the file's contents.
+    static func loadKernel(_ image: [UInt8], initrd: [UInt8]?, config: MachineConfig, onPVM: Bool, diagnostics: Diagnostics,
+                           memory: GuestMemory) throws(BootError) -> LoadedKernel {
+        if config.kernelFormat == .flat {
+            guard initrd == nil else { throw BootError("--initrd needs a Linux kernel, not a flat binary") }
+            return try FlatBinaryLoader.load(image, memory: memory)
+        }
         if try MultibootHeader.find(in: image) != nil {
+            guard initrd == nil else { throw BootError("--initrd needs a Linux kernel; this is a multiboot kernel") }
             return try MultibootLoader.load(kernel: image, path: config.kernelPath, append: config.append, memory: memory)
         }
-        if image.count > 0x206, image[0x202..<0x206].elementsEqual("HdrS".utf8) {
-            throw BootError("a Linux bzImage; this version of skvm boots multiboot kernels and flat binaries only")
+        if LinuxLoader.isBzImage(image) || LinuxLoader.isELFKernel(image) {
+            let noxsave = onPVM && !config.keptFeatures.contains { $0.name == "xsave" }
+            if noxsave {
+                diagnostics.info("PVM keeps XSAVE visible to the guest and KVM's emulator cannot run xrstor: adding noxsave to the kernel command line (--cpuid-unmask xsave to leave it out)")
+            }
+            return try LinuxLoader.load(kernel: image, initrd: initrd, commandLine: linuxCommandLine(config.append, noxsave: noxsave), memory: memory)
         }
         if ELFImage.isELF(image) {
-            throw BootError("an ELF file without a multiboot header in its first 8 KiB")
+            throw BootError("an ELF file that is neither a 64-bit Linux kernel nor a multiboot kernel")
         }
-        throw BootError("not a kernel skvm can boot: no multiboot header in the first 8 KiB (for a raw real-mode binary, add --flat)")
+        throw BootError("not a kernel skvm can boot: no multiboot header in the first 8 KiB and no Linux setup header (for a raw real-mode binary, add --flat)")
+    }
+
+    /// skvm's additions in front of the user's text (later options win in Linux):
+    /// the console on COM1, `reboot=k` so that a guest reboot pulses the i8042
+    /// reset line (which ends the VM), `panic=-1` so a panic reboots at once,
+    /// and on PVM hosts `noxsave` (see `CPUIDPolicy.emulatorUnsupported`).
+    public static func linuxCommandLine(_ append: String, noxsave: Bool = false) -> String {
+        let base = "console=ttyS0 reboot=k panic=-1" + (noxsave ? " noxsave" : "")
+        return append.isEmpty ? base : base + " " + append
+    }
+
+    /// The CPUID policy: on hosts whose KVM emulates guest kernel code, hide
+    /// what the emulator cannot execute (said once on stderr); then the user's choices.
+    static func cpuidPolicy(config: MachineConfig, onPVM: Bool, diagnostics: Diagnostics) -> CPUIDPolicy {
+        var policy = CPUIDPolicy()
+        if onPVM {
+            let hidden = CPUIDPolicy.emulatorUnsupported.subtracting(config.keptFeatures)
+            if !hidden.isEmpty {
+                diagnostics.info("this host's KVM emulates guest kernel code (PVM): hiding \(hidden.map(\.description).sorted().joined(separator: ", ")) from the guest's CPUID (--cpuid-unmask to keep them)")
+            }
+            policy.hidden = hidden
+        }
+        policy.hidden.formUnion(config.hiddenFeatures)
+        policy.hidden.subtract(config.keptFeatures.filter { !config.hiddenFeatures.contains($0) })
+        return policy
+    }
+
+    /// Checks the vCPU and pinning choices against this host.
+    static func checkUserLimits(_ config: MachineConfig) throws(VMMError) {
+        guard config.cpus >= 1 else { throw VMMError("--cpus must be at least 1", status: ExitStatus.usage) }
+        guard let pins = config.pinning else { return }
+        guard pins.count == config.cpus else {
+            throw VMMError("--pin lists \(pins.count) host CPU\(pins.count == 1 ? "" : "s") for \(config.cpus) vCPU\(config.cpus == 1 ? "" : "s"): give one per vCPU", status: ExitStatus.usage)
+        }
+        var allowed = [Int32](repeating: 0, count: 4096)
+        let n = Int(ckvm_allowed_cpus(&allowed, Int32(allowed.count)))
+        let usable = Set(allowed.prefix(max(0, min(n, allowed.count))).map(Int.init))
+        if let bad = pins.first(where: { !usable.contains($0) }) {
+            let list = usable.sorted().map(String.init).joined(separator: ",")
+            throw VMMError("--pin: host CPU \(bad) does not exist or is not available to skvm (available: \(list))", status: ExitStatus.usage)
+        }
+    }
+
+    /// Refuses to start when the hugetlb pool cannot back all of guest RAM.
+    static func checkHugepagePool(_ size: UInt64) throws(VMMError) {
+        guard size % GuestMemory.hugepageSize == 0 else {
+            throw VMMError("--hugepages needs --memory in whole 2 MiB pages (\(formatBytes(size)) is not)", status: ExitStatus.usage)
+        }
+        let needed = size / GuestMemory.hugepageSize
+        let meminfo = readTextFile("/proc/meminfo") ?? ""
+        let free = meminfo.split(separator: "\n").first { $0.hasPrefix("HugePages_Free:") }
+            .flatMap { UInt64($0.split(separator: " ").last ?? "") } ?? 0
+        guard free >= needed else {
+            throw VMMError("--hugepages needs \(needed) free 2 MiB hugepages for \(formatBytes(size)), the host pool has \(free) (as root: echo \(needed) > /proc/sys/vm/nr_hugepages, or more if other users need some)",
+                           status: ExitStatus.hostFailure)
+        }
     }
 
     /// Refuses memory sizes beyond the guest-physical address width KVM supports.
@@ -196,7 +295,7 @@ public final class Machine {
         if config.consoleInput { terminal.enterRawMode() }
         defer { terminal.restore() }
 
-        diagnostics.info("\(kernel.summary); \(formatBytes(config.memorySize)) RAM, \(runners.count) vCPU")
+        diagnostics.info("\(kernel.summary); \(formatBytes(config.memorySize)) RAM, \(runners.count) vCPU\(runners.count == 1 ? "" : "s")")
         var threads: [HostThread] = []
         for (i, runner) in runners.enumerated() {
             switch HostThread.spawn({ runner.run() }) {

@@ -1,5 +1,6 @@
 // MachineConfig.swift: everything a user chose for one VM, validated.
 
+import Boot
 import Memory
 
 /// The configuration of one VM.
@@ -26,8 +27,20 @@ public struct MachineConfig: Sendable {
     public var quiet: Bool = false
     /// Collect and print exit statistics at the end.
     public var statistics: Bool = false
-    /// Back guest RAM with transparent hugepages (madvise) when possible.
+    /// Back guest RAM with transparent hugepages (madvise) when possible, or hugetlb pages.
     public var memoryBacking: MemoryBacking = .transparentHugepages
+    /// Allocate all guest RAM before the guest starts.
+    public var prefault: Bool = false
+    /// Number of vCPUs.
+    public var cpus: Int = 1
+    /// Host CPU for each vCPU (vCPU i on pinning[i]), or nil for no pinning.
+    public var pinning: [Int]? = nil
+    /// An initial ramdisk for a Linux kernel.
+    public var initrdPath: String? = nil
+    /// CPUID features to hide from the guest (--cpuid-mask), beyond the host policy.
+    public var hiddenFeatures: [CPUIDFeature] = []
+    /// CPUID features to keep even when the host policy would hide them (--cpuid-unmask).
+    public var keptFeatures: [CPUIDFeature] = []
 
     public static let defaultMemorySize: UInt64 = 128 << 20
     /// The smallest machine skvm builds: 1 MiB covers the real-mode address space.
@@ -78,6 +91,22 @@ public enum ByteSize {
         }
         guard bytes % 4096 == 0 else { throw ConfigError("--memory \(text) is not a whole number of 4 KiB pages") }
         return bytes
+    }
+}
+
+/// Host CPU lists as `taskset` and cgroups write them: "0,1", "2-5", "0,4-6".
+public enum CPUList {
+    public static func parse(_ text: String) throws(ConfigError) -> [Int] {
+        var cpus: [Int] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
+            guard (1...2).contains(bounds.count), let first = Int(bounds[0]), first >= 0,
+                let last = bounds.count == 2 ? Int(bounds[1]) : first, last >= first, last < 4096
+            else { throw ConfigError("'\(text)' is not a CPU list (expected numbers and ranges like 0,1 or 2-5)") }
+            cpus += Array(first...last)
+        }
+        guard Set(cpus).count == cpus.count else { throw ConfigError("CPU list '\(text)' names a CPU twice") }
+        return cpus
     }
 }
 

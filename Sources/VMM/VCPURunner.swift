@@ -13,6 +13,7 @@ import Glibc
 import CKVM
 import Devices
 import KVM
+import Memory
 
 /// Runs one vCPU until the machine stops.
 final class VCPURunner: @unchecked Sendable {
@@ -28,7 +29,11 @@ final class VCPURunner: @unchecked Sendable {
     /// Unhandled accesses seen, to log each port/address only once.
     private var unhandled = AddressCounter(capacity: 256)
 
-    init(vcpu: VCPU, pio: Bus, mmio: Bus, stopController: StopController, diagnostics: Diagnostics) {
+    /// The host CPU to pin this vCPU's thread to, if any.
+    let hostCPU: Int?
+
+    init(vcpu: VCPU, pio: Bus, mmio: Bus, stopController: StopController, diagnostics: Diagnostics, hostCPU: Int? = nil) {
+        self.hostCPU = hostCPU
         self.vcpu = vcpu
         self.pio = pio
         self.mmio = mmio
@@ -38,6 +43,14 @@ final class VCPURunner: @unchecked Sendable {
 
     /// The loop: run, handle the exit, repeat until someone stops the machine.
     func run() {
+        // Pin before the first KVM_RUN, so the vCPU never runs anywhere else.
+        if let cpu = hostCPU {
+            let r = ckvm_pin_current_thread(Int32(cpu))
+            guard r == 0 else {
+                stopController.stop(.hostError("cannot pin vCPU \(vcpu.id) to host CPU \(cpu): \(errnoString(-r))"))
+                return
+            }
+        }
         let page = vcpu.runPage
         while !stopController.isStopping {
             let exited: Bool

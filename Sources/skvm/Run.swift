@@ -1,6 +1,7 @@
 // Run.swift: `skvm run`, boot a kernel.
 
 import ArgumentParser
+import Boot
 import VMM
 
 struct Run: ParsableCommand {
@@ -8,6 +9,10 @@ struct Run: ParsableCommand {
         abstract: "Boot a kernel in a new virtual machine.",
         discussion: """
             Kernel formats, detected from the file:
+              Linux           a bzImage or an uncompressed ELF vmlinux (64-bit), entered through the
+                              64-bit boot protocol with --initrd and --append; skvm puts
+                              "console=ttyS0 reboot=k panic=-1" (and on PVM hosts "noxsave") in
+                              front of --append.
               multiboot (v1)  an ELF or a.out-kludge kernel with a multiboot header in its first
                               8 KiB, entered in 32-bit protected mode as GRUB and QEMU do; its
                               command line is the kernel's path, a space, then --append.
@@ -43,6 +48,33 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Text for the kernel's command line.", valueName: "text"))
     var append: String = ""
 
+    @Option(name: .long, help: ArgumentHelp("An initial ramdisk for a Linux kernel.", valueName: "file"))
+    var initrd: String?
+
+    @Option(name: .long, help: ArgumentHelp("Number of vCPUs (listed in an MP table; APs wait for INIT/SIPI).", valueName: "n"))
+    var cpus: Int = 1
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Pin vCPU i to the i-th host CPU of this list, e.g. 0,1 or 2-5 (one per vCPU). Check with: grep Cpus_allowed_list /proc/$(pidof skvm)/task/*/status",
+        valueName: "cpus"))
+    var pin: String?
+
+    @Flag(name: .long, help: "Back guest RAM with 2 MiB hugetlb pages from the host's pool (refuses to start if the pool is short).")
+    var hugepages = false
+
+    @Flag(name: .long, help: "Allocate all guest RAM before the guest starts.")
+    var prefault = false
+
+    @Option(name: .customLong("cpuid-mask"), parsing: .singleValue, help: ArgumentHelp(
+        "Hide a CPUID feature from the guest: a /proc/cpuinfo name (cx16, xsave, avx, x2apic, ...) or LEAF[.SUB]:REG:BIT like 0x1:ecx:13. Repeatable.",
+        valueName: "feature"))
+    var cpuidMask: [String] = []
+
+    @Option(name: .customLong("cpuid-unmask"), parsing: .singleValue, help: ArgumentHelp(
+        "Keep a CPUID feature skvm would hide by policy (on PVM hosts: cx16; xsave leaves out the noxsave skvm adds for Linux). Repeatable.",
+        valueName: "feature"))
+    var cpuidUnmask: [String] = []
+
     @Flag(name: .long, help: "At exit, print a table of VM exits by reason, port and MMIO address.")
     var stats = false
 
@@ -64,6 +96,24 @@ struct Run: ParsableCommand {
             printError("skvm: \(error.message)")
             throw ExitWithStatus(status: ExitStatus.usage)
         }
+        do {
+            config.pinning = try pin.map { (text) throws(ConfigError) in try CPUList.parse(text) }
+        } catch {
+            printError("skvm: --pin \(error.message)")
+            throw ExitWithStatus(status: ExitStatus.usage)
+        }
+        for (option, list) in [("--cpuid-mask", cpuidMask), ("--cpuid-unmask", cpuidUnmask)] {
+            for text in list where CPUIDFeature.parse(text) == nil {
+                printError("skvm: \(option) '\(text)' is not a feature name or LEAF[.SUB]:REG:BIT (e.g. cx16, 0x1:ecx:13)")
+                throw ExitWithStatus(status: ExitStatus.usage)
+            }
+        }
+        config.hiddenFeatures = cpuidMask.compactMap(CPUIDFeature.parse)
+        config.keptFeatures = cpuidUnmask.compactMap(CPUIDFeature.parse)
+        config.cpus = cpus
+        config.initrdPath = initrd
+        config.memoryBacking = hugepages ? .hugetlb : .transparentHugepages
+        config.prefault = prefault
         config.kernelFormat = flat ? .flat : .auto
         config.append = append
         config.statistics = stats

@@ -1,0 +1,107 @@
+// LinuxTests.swift: the Debian kernel under skvm.
+//
+// Two tiers (docs/linux-boot.md):
+//   - the bounded smoke test, on every KVM host: the kernel reaches its banner
+//     and prints the command line, the E820 map, the initrd and the MP table
+//     skvm gave it; skvm is then stopped with SIGTERM. On a PVM host (like CI's)
+//     this takes a minute or two, because the kernel's code is emulated.
+//   - the full boot (`make test-linux`), only where KVM runs guest kernels
+//     natively: the initramfs runs a command and the guest reboots.
+// The assets come from `make linux` (guests/build/linux).
+
+import Foundation
+import Testing
+
+enum LinuxAssets {
+    static var vmlinux: String { Harness.guest("linux/vmlinux") }
+    static var bzImage: String { Harness.guest("linux/bzImage") }
+    static var initrd: String { Harness.guest("linux/initrd.img") }
+    static var built: Bool { FileManager.default.fileExists(atPath: vmlinux) && FileManager.default.fileExists(atPath: initrd) }
+    /// Where KVM runs guest kernel code natively, a full boot takes ~100 ms.
+    static let fullBootPossible = !FileManager.default.fileExists(atPath: "/sys/module/kvm_pvm")
+}
+
+/// Runs skvm until its stdout contains every one of `markers` (or it exits),
+/// then stops it with SIGTERM; returns the result.
+func runUntil(_ arguments: [String], markers: [String], timeout: TimeInterval = 400) throws -> Harness.Result {
+    let box = DataBox()
+    let out = Pipe(), err = Pipe()
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: Harness.skvm)
+    p.arguments = arguments
+    p.currentDirectoryURL = Harness.root
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    let lock = NSLock()
+    out.fileHandleForReading.readabilityHandler = { h in
+        let d = h.availableData
+        lock.lock(); box.data.append(d); lock.unlock()
+    }
+    try p.run()
+    let seen = Harness.waitFor({
+        lock.lock(); defer { lock.unlock() }
+        let text = String(decoding: box.data, as: UTF8.self)
+        return !p.isRunning || markers.allSatisfy { text.contains($0) }
+    }, timeout: timeout)
+    if p.isRunning { p.terminate() }  // SIGTERM: skvm stops its vCPUs and exits 143
+    p.waitUntilExit()
+    out.fileHandleForReading.readabilityHandler = nil
+    lock.lock(); box.data.append(out.fileHandleForReading.readDataToEndOfFile()); lock.unlock()
+    if !seen { Issue.record("markers not seen within \(timeout) s") }
+    return Harness.Result(status: p.terminationStatus, stdout: String(decoding: box.data, as: UTF8.self),
+                          stderr: String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+}
+
+@Suite("Linux smoke test (to the banner)", .enabled(if: Harness.runKVMTests, "no usable /dev/kvm"), .serialized)
+struct LinuxSmokeTests {
+    @Test("vmlinux with an initrd and 2 vCPUs: banner, command line, E820 map, initrd, MP table")
+    func vmlinuxBanner() throws {
+        try #require(LinuxAssets.built, "Linux assets are not built: run 'make linux'")
+        let initrdSize = try #require(try FileManager.default.attributesOfItem(atPath: LinuxAssets.initrd)[.size] as? Int)
+        let r = try runUntil(["run", "--kernel", LinuxAssets.vmlinux, "--initrd", LinuxAssets.initrd, "--memory", "512M", "--cpus", "2",
+                              "--append", "earlyprintk=serial,ttyS0 skvm.test=smoke"],
+                             markers: ["found SMP MP-table at [mem 0x0009fc00-0x0009fc0f]", "RAMDISK: [mem "])
+        #expect(r.stdout.contains("Linux version 6."))
+        let pvm = LinuxAssets.fullBootPossible ? "" : " noxsave"
+        #expect(r.stdout.contains("Command line: console=ttyS0 reboot=k panic=-1\(pvm) earlyprintk=serial,ttyS0 skvm.test=smoke\n"))
+        #expect(r.stdout.contains("BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable\n"))
+        #expect(r.stdout.contains("BIOS-e820: [mem 0x000000000009fc00-0x00000000000fffff] reserved\n"))
+        #expect(r.stdout.contains("BIOS-e820: [mem 0x0000000000100000-0x000000001fffffff] usable\n"))
+        // The initrd sits page-aligned at the top of RAM: it ends within the last page.
+        let pages = (initrdSize + 0xFFF) / 0x1000
+        let start = 0x2000_0000 - pages * 0x1000
+        let expected = String(format: "RAMDISK: [mem 0x%08x-0x%08x]", start, start + pages * 0x1000 - 1)
+        #expect(r.stdout.contains(expected), "expected \(expected)")
+        #expect(r.status == 143, "skvm stops on SIGTERM with 128 + 15")
+    }
+
+    @Test("5 GiB: the E820 map has the hole below 4 GiB and RAM above it")
+    func memoryAboveFourGiB() throws {
+        try #require(LinuxAssets.built, "Linux assets are not built: run 'make linux'")
+        let r = try runUntil(["run", "--kernel", LinuxAssets.vmlinux, "--memory", "5G", "--append", "earlyprintk=serial,ttyS0"],
+                             markers: ["BIOS-e820: [mem 0x0000000100000000-0x000000017fffffff] usable"])
+        #expect(r.stdout.contains("BIOS-e820: [mem 0x0000000000100000-0x00000000bfffffff] usable\n"))
+        #expect(r.stdout.contains("BIOS-e820: [mem 0x0000000100000000-0x000000017fffffff] usable\n"))
+        #expect(r.status == 143)
+    }
+}
+
+@Suite("Linux full boot (real KVM only)",
+       .enabled(if: LinuxAssets.fullBootPossible && Harness.kvmUsable,
+                "this host's KVM is PVM: guest kernel code is emulated and a stock kernel cannot finish booting (docs/pvm.md)"))
+struct LinuxFullBootTests {
+    @Test("The initramfs runs a command, sees the vCPUs and memory, and the guest reboots")
+    func runsCommand() throws {
+        try #require(LinuxAssets.built, "Linux assets are not built: run 'make linux'")
+        let r = try Harness.run(["run", "--kernel", LinuxAssets.bzImage, "--initrd", LinuxAssets.initrd, "--memory", "512M", "--cpus", "2",
+                                 "--append", "quiet skvm.cmd=echo cpus=$(nproc) && grep MemTotal /proc/meminfo"], timeout: 120)
+        #expect(r.stdout.contains("skvm-initramfs: ready"))
+        #expect(r.stdout.contains("cpus=2"))
+        let memTotal = r.stdout.split(separator: "\n").first { $0.contains("MemTotal:") }
+        let kib = memTotal.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
+        #expect(kib > 400_000 && kib <= 524_288, "MemTotal \(kib) KiB for 512 MiB")
+        #expect(r.stdout.contains("skvm-initramfs: command exited with status 0"))
+        #expect(r.status == 0, "the guest's reboot -f ends the VM with status 0")
+    }
+}
