@@ -36,6 +36,13 @@ public struct HostThread: @unchecked Sendable {
         let start = Unmanaged.passRetained(Start(body)).toOpaque()
         let r = pthread_create(&handle, nil, { arg in
             guard let arg else { return nil }
+            // A parent may have started skvm with signals blocked (test runners
+            // do), and threads inherit the mask: a blocked kick signal would
+            // leave a vCPU stuck in KVM_RUN forever. Unblock it explicitly.
+            var kick = sigset_t()
+            sigemptyset(&kick)
+            sigaddset(&kick, HostThread.kickSignal)
+            pthread_sigmask(SIG_UNBLOCK, &kick, nil)
             Unmanaged<Start>.fromOpaque(arg).takeRetainedValue().body()
             return nil
         }, start)

@@ -221,7 +221,7 @@ public final class Machine {
         if onPVM {
             let hidden = CPUIDPolicy.emulatorUnsupported.subtracting(config.keptFeatures)
             if !hidden.isEmpty {
-                diagnostics.info("this host's KVM emulates guest kernel code (PVM): hiding \(hidden.map(\.description).sorted().joined(separator: ", ")) from the guest's CPUID (--cpuid-unmask to keep them)")
+                diagnostics.info("this host's KVM emulates guest kernel code (PVM): hiding \(hidden.map(\.description).sorted().joined(separator: ", ")) from the guest's CPUID (--cpuid-unmask NAME keeps one)")
             }
             policy.hidden = hidden
         }
