@@ -4,6 +4,8 @@
 #   make test      set up, build, and run every test (README's second command; CI runs it)
 #   make build     debug build of skvm        make release   optimised build
 #   make guests    assemble the test kernels  make bench     benchmarks (release build)
+#   make linux     Debian kernel (bzImage, vmlinux) and a busybox initramfs, from Debian packages
+#   make test-linux  the full Linux boot tier (hosts where KVM runs guest kernels natively)
 #   make check     host diagnosis (skvm check)
 #   make clean
 
@@ -12,7 +14,7 @@ SWIFT ?= swift
 SKVM_DEBUG := .build/debug/skvm
 SKVM_RELEASE := .build/release/skvm
 
-.PHONY: all setup build release guests test unit integration bench demo check clean
+.PHONY: all setup build release guests linux test test-linux unit integration bench demo check clean
 
 all: build guests
 
@@ -28,11 +30,20 @@ release:
 guests:
 	$(MAKE) -C guests
 
+linux:
+	@bash scripts/linux-assets.sh guests/build/linux
+
 # All tests: unit tests need nothing; integration tests run the built skvm on the
 # guests (and skip without /dev/kvm, or fail when SKVM_REQUIRE_KVM=1).
-test: setup guests
+test: setup guests linux
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# The full-boot tier: Linux to its initramfs and a command. Skips, saying why, on
+# PVM hosts, where KVM emulates guest kernel code (docs/pvm.md).
+test-linux: setup guests linux
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --filter 'Linux'
 
 unit: build
 	$(SWIFT) test --skip IntegrationTests
@@ -44,8 +55,9 @@ integration: guests
 check: build
 	$(SKVM_DEBUG) check
 
-# The main job: show what this host can do, then boot the tiny kernels.
-demo: setup guests release
+# The main job: check the host, then boot Linux to a command (or, on PVM hosts,
+# the boot-protocol probe and the Debian kernel up to its banner).
+demo: setup guests linux release
 	@bash scripts/demo.sh $(SKVM_RELEASE)
 
 clean:

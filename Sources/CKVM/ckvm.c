@@ -3,6 +3,7 @@
 // even to `static inline` functions in ckvm.h (see SWIFT-ON-KVM.md, pitfall 7).
 #define _GNU_SOURCE
 #include <sched.h>
+#include <pthread.h>
 #include <unistd.h>
 #include <sys/syscall.h>
 #include <errno.h>
@@ -37,6 +38,11 @@ int ckvm_allowed_cpus(int *cpus, int capacity) {
         n++;
     }
     return n;
+}
+
+int ckvm_set_thread_name(const char *name) {
+    int r = pthread_setname_np(pthread_self(), name);
+    return -r;
 }
 
 int ckvm_gettid(void) { return (int)syscall(SYS_gettid); }

@@ -195,7 +195,7 @@ public final class Machine {
         if LinuxLoader.isBzImage(image) || LinuxLoader.isELFKernel(image) {
             let noxsave = onPVM && !config.keptFeatures.contains { $0.name == "xsave" }
             if noxsave {
-                diagnostics.info("PVM keeps XSAVE visible to the guest and KVM's emulator cannot run xrstor: adding noxsave to the kernel command line (--cpuid-unmask xsave to leave it out)")
+                diagnostics.note("PVM keeps XSAVE visible to the guest and KVM's emulator cannot run xrstor: adding noxsave to the kernel command line (--cpuid-unmask xsave to leave it out)")
             }
             return try LinuxLoader.load(kernel: image, initrd: initrd, commandLine: linuxCommandLine(config.append, noxsave: noxsave), memory: memory)
         }
@@ -221,7 +221,7 @@ public final class Machine {
         if onPVM {
             let hidden = CPUIDPolicy.emulatorUnsupported.subtracting(config.keptFeatures)
             if !hidden.isEmpty {
-                diagnostics.info("this host's KVM emulates guest kernel code (PVM): hiding \(hidden.map(\.description).sorted().joined(separator: ", ")) from the guest's CPUID (--cpuid-unmask NAME keeps one)")
+                diagnostics.note("this host's KVM emulates guest kernel code (PVM): hiding \(hidden.map(\.description).sorted().joined(separator: ", ")) from the guest's CPUID (--cpuid-unmask NAME keeps one)")
             }
             policy.hidden = hidden
         }
@@ -295,6 +295,7 @@ public final class Machine {
         if config.consoleInput { terminal.enterRawMode() }
         defer { terminal.restore() }
 
+        diagnostics.flushNotes()
         diagnostics.info("\(kernel.summary); \(formatBytes(config.memorySize)) RAM, \(runners.count) vCPU\(runners.count == 1 ? "" : "s")")
         var threads: [HostThread] = []
         for (i, runner) in runners.enumerated() {

@@ -14,6 +14,7 @@ import CKVM
 import Devices
 import KVM
 import Memory
+import Synchronization
 
 /// Runs one vCPU until the machine stops.
 final class VCPURunner: @unchecked Sendable {
@@ -43,6 +44,7 @@ final class VCPURunner: @unchecked Sendable {
 
     /// The loop: run, handle the exit, repeat until someone stops the machine.
     func run() {
+        _ = ckvm_set_thread_name("skvm-vcpu\(vcpu.id)")
         // Pin before the first KVM_RUN, so the vCPU never runs anywhere else.
         if let cpu = hostCPU {
             let r = ckvm_pin_current_thread(Int32(cpu))
@@ -179,6 +181,10 @@ func hex<T: BinaryInteger>(_ v: T) -> String { "0x" + String(v, radix: 16) }
 public final class Diagnostics: Sendable {
     public let quiet: Bool
     public let collectStatistics: Bool
+    /// Notes gathered while the machine is built, printed only once it runs:
+    /// a start that fails prints its one error line and nothing else.
+    private let deferred = Mutex<[String]>([])
+
     public init(quiet: Bool, collectStatistics: Bool) {
         self.quiet = quiet
         self.collectStatistics = collectStatistics
@@ -188,6 +194,16 @@ public final class Diagnostics: Sendable {
     public func info(_ message: String) {
         guard !quiet else { return }
         printError("skvm: " + message)
+    }
+
+    /// Like `info`, but held back until `flushNotes()`.
+    public func note(_ message: String) {
+        deferred.withLock { $0.append(message) }
+    }
+
+    /// Prints the held-back notes.
+    public func flushNotes() {
+        for m in deferred.withLock({ n -> [String] in defer { n.removeAll() }; return n }) { info(m) }
     }
 
     /// A warning on stderr, unless --quiet.

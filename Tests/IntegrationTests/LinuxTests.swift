@@ -49,7 +49,9 @@ func runUntil(_ arguments: [String], markers: [String], timeout: TimeInterval = 
     out.fileHandleForReading.readabilityHandler = nil
     lock.lock(); box.data.append(out.fileHandleForReading.readDataToEndOfFile()); lock.unlock()
     if !seen { Issue.record("markers not seen within \(timeout) s") }
-    return Harness.Result(status: p.terminationStatus, stdout: String(decoding: box.data, as: UTF8.self),
+    // Linux's serial console ends lines with "\r\n".
+    let stdout = String(decoding: box.data, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "\n")
+    return Harness.Result(status: p.terminationStatus, stdout: stdout,
                           stderr: String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
 }
 

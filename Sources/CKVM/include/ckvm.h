@@ -86,6 +86,10 @@ int ckvm_current_cpu(void);
 /// returns how many there are (which may exceed `capacity`) or -errno.
 int ckvm_allowed_cpus(int *cpus, int capacity);
 
+/// Names the calling thread (at most 15 characters; shown by top -H and in
+/// /proc/PID/task/TID/comm). Returns 0 or -errno.
+int ckvm_set_thread_name(const char *name);
+
 /// The kernel thread id of the calling thread.
 int ckvm_gettid(void);
 
