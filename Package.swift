@@ -10,7 +10,8 @@ let package = Package(
         .executable(name: "skvm", targets: ["skvm"])
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // The C shim: request numbers and glibc APIs Swift cannot import. No logic.
@@ -25,10 +26,19 @@ let package = Package(
         .target(name: "Devices", dependencies: ["Memory"]),
         // Builds a machine from a configuration and runs it.
         .target(name: "VMM", dependencies: ["CKVM", "KVM", "Memory", "Boot", "Devices"]),
+        // The benchmark's floor: a bare KVM_RUN loop in C.
+        .target(name: "CFloor"),
+        // Per-thread allocation counts (interposes malloc in the skvm executable).
+        .target(name: "CAllocationCounter"),
+        // `skvm bench exits`: what each kind of VM exit costs.
+        .target(name: "Bench", dependencies: [
+            "VMM", "KVM", "CKVM", "Boot", "Devices", "CFloor", "CAllocationCounter",
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ]),
         .executableTarget(
             name: "skvm",
             dependencies: [
-                "VMM", "KVM", "Boot",
+                "VMM", "KVM", "CKVM", "Boot", "Bench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "TestSupport", dependencies: ["Memory", "Devices"], path: "Tests/TestSupport"),
@@ -36,6 +46,7 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "Memory", "TestSupport"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "TestSupport"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "TestSupport"]),
+        .testTarget(name: "BenchTests", dependencies: ["Bench"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TestSupport"]),
     ]
 )

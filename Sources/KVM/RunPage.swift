@@ -36,6 +36,12 @@ public final class RunPage: @unchecked Sendable {
 
     deinit { munmap(run, size) }
 
+    /// Calls `body` with the raw `kvm_run` pointer, for a C run loop (the
+    /// benchmark's floor). Valid only during the call.
+    public func withUnsafeRunPointer<R>(_ body: (UnsafeMutableRawPointer) throws -> R) rethrows -> R {
+        try body(UnsafeMutableRawPointer(run))
+    }
+
     // MARK: Common fields
 
     /// Why KVM_RUN returned (one of KVM_EXIT_*).

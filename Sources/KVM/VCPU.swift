@@ -36,6 +36,15 @@ public final class VCPU: Sendable {
         throw KVMError(operation: "KVM_RUN", errno: -r, context: context)
     }
 
+    /// KVM_GET_TSC_KHZ: the guest's TSC frequency, to turn guest `rdtsc` deltas into time.
+    public func tscKHz() throws(KVMError) -> UInt64 {
+        UInt64(try check("KVM_GET_TSC_KHZ", context: context) { ckvm_ioctl(fd.rawValue, CKVM_GET_TSC_KHZ, 0) })
+    }
+
+    /// The raw vCPU fd, for a C run loop (the benchmark's floor). The fd stays
+    /// owned by this object: never close it.
+    public var rawFileDescriptor: Int32 { fd.rawValue }
+
     /// KVM_GET_REGS.
     public func registers() throws(KVMError) -> kvm_regs {
         var regs = kvm_regs()

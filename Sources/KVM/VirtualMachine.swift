@@ -64,6 +64,23 @@ public final class VirtualMachine: Sendable {
         _ = try check("KVM_IRQ_LINE", context: "IRQ \(irq)") { ckvm_ioctl_ptr(fd.rawValue, CKVM_IRQ_LINE, &line) }
     }
 
+    /// KVM_IOEVENTFD: guest writes of `length` bytes (1, 2, 4 or 8; 0 for any
+    /// width, MMIO only) to `address` in the port (`pio`) or MMIO space signal
+    /// `eventFD` inside the kernel instead of exiting to userspace. With
+    /// `datamatch`, only writes of that value do (api.rst, "KVM_IOEVENTFD").
+    public func registerIOEventFD(_ eventFD: Int32, address: UInt64, length: UInt32, pio: Bool, datamatch: UInt64? = nil) throws(KVMError) {
+        var e = kvm_ioeventfd()
+        e.addr = address
+        e.len = length
+        e.fd = eventFD
+        e.datamatch = datamatch ?? 0
+        e.flags = (pio ? UInt32(1 << kvm_ioeventfd_flag_nr_pio) : 0)
+            | (datamatch != nil ? UInt32(1 << kvm_ioeventfd_flag_nr_datamatch) : 0)
+        _ = try check("KVM_IOEVENTFD", context: "\(pio ? "port" : "MMIO") 0x\(String(address, radix: 16))") {
+            ckvm_ioctl_ptr(fd.rawValue, CKVM_IOEVENTFD, &e)
+        }
+    }
+
     /// KVM_CHECK_EXTENSION on the VM fd (some answers, like max vCPUs, are per VM).
     public func checkExtension(_ capability: Int32) -> Int32 {
         max(0, ckvm_ioctl(fd.rawValue, CKVM_CHECK_EXTENSION, UInt(capability)))

@@ -30,7 +30,7 @@ public struct VMMError: Error, CustomStringConvertible, Sendable {
 }
 
 /// One virtual machine, built and ready to run.
-public final class Machine {
+public final class Machine: Sendable {
     public let config: MachineConfig
     public let kernel: LoadedKernel
     public let diagnostics: Diagnostics
@@ -53,8 +53,20 @@ public final class Machine {
         (KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR", "real-mode guests on Intel VT-x"),
     ]
 
+    /// A device to add to a bus beside the standard ones (the benchmark's ports).
+    public struct ExtraDevice {
+        public let device: any BusDevice
+        public let base: UInt64
+        public let length: UInt64
+        public init(_ device: any BusDevice, base: UInt64, length: UInt64) {
+            self.device = device
+            self.base = base
+            self.length = length
+        }
+    }
+
     /// Builds the VM (steps 1-6). Nothing runs until `run()`.
-    public init(config: MachineConfig) throws(VMMError) {
+    public init(config: MachineConfig, extraPortDevices: [ExtraDevice] = [], extraMMIODevices: [ExtraDevice] = []) throws(VMMError) {
         self.config = config
         let diagnostics = Diagnostics(quiet: config.quiet, collectStatistics: config.statistics)
         self.diagnostics = diagnostics
@@ -142,7 +154,7 @@ public final class Machine {
         let stopController = try host { () throws(KVMError) in try StopController() }
         self.stopController = stopController
         let serial = Serial16550(name: "serial (COM1)", interrupt: IRQLine(vm: vm, irq: MachineMap.com1IRQ, diagnostics: diagnostics),
-                                 output: ConsoleOutput())
+                                 output: config.serialOutput ?? ConsoleOutput())
         self.serial = serial
         var pio = Bus()
         do {
@@ -151,11 +163,18 @@ public final class Machine {
             try pio.insert(CMOS(memorySize: config.memorySize), base: MachineMap.cmosPort, length: 2)
             try pio.insert(IgnoredPort(name: "POST code (io delay)"), base: MachineMap.postCodePort, length: 1)
             try pio.insert(DebugExit(control: stopController), base: MachineMap.debugExitPort, length: 1)
+            for d in extraPortDevices { try pio.insert(d.device, base: d.base, length: d.length) }
         } catch {
             throw VMMError("device layout: \(error)", status: ExitStatus.hostFailure)
         }
         self.pio = pio
-        self.mmio = Bus()
+        var mmio = Bus()
+        do {
+            for d in extraMMIODevices { try mmio.insert(d.device, base: d.base, length: d.length) }
+        } catch {
+            throw VMMError("device layout: \(error)", status: ExitStatus.hostFailure)
+        }
+        self.mmio = mmio
 
         // 6. The vCPUs. Application processors keep KVM's reset state: they
         // wait in the in-kernel LAPIC for INIT and SIPI from the boot CPU.
@@ -276,8 +295,24 @@ public final class Machine {
 
     // MARK: - Running
 
-    /// Runs the VM until it stops, and returns why (step 7).
-    public func run() -> StopReason {
+    /// The vCPUs, in id order.
+    public var vcpus: [VCPU] { runners.map(\.vcpu) }
+
+    /// Registers an ioeventfd (see `VirtualMachine.registerIOEventFD`).
+    public func registerIOEventFD(_ eventFD: Int32, address: UInt64, length: UInt32, pio: Bool, datamatch: UInt64? = nil) throws(KVMError) {
+        try vm.registerIOEventFD(eventFD, address: address, length: length, pio: pio, datamatch: datamatch)
+    }
+
+    /// Stops the machine (from any thread).
+    public func stop(_ reason: StopReason) { stopController.stop(reason) }
+
+    /// True once the machine is stopping.
+    public var isStopping: Bool { stopController.isStopping }
+
+    /// Runs the VM until it stops, and returns why (step 7). With `timeout`
+    /// (seconds) the VM is stopped when it runs longer. With `vcpuLoop`, each
+    /// vCPU thread runs that instead of skvm's own loop (the benchmark's C floor).
+    public func run(timeout: Double? = nil, vcpuLoop: (@Sendable (VCPU) -> Void)? = nil) -> StopReason {
         // Signals for the whole process arrive on a signalfd read by this thread:
         // block them before any other thread exists so every thread inherits the mask.
         var handled = sigset_t()
@@ -299,7 +334,8 @@ public final class Machine {
         diagnostics.info("\(kernel.summary); \(formatBytes(config.memorySize)) RAM, \(runners.count) vCPU\(runners.count == 1 ? "" : "s")")
         var threads: [HostThread] = []
         for (i, runner) in runners.enumerated() {
-            switch HostThread.spawn({ runner.run() }) {
+            let body: @Sendable () -> Void = { runner.run(replacingLoopWith: vcpuLoop) }
+            switch HostThread.spawn(body) {
             case .success(let t):
                 threads.append(t)
                 stopController.setThread(t, forVCPU: i)
@@ -308,14 +344,14 @@ public final class Machine {
             }
         }
 
-        ioLoop(signalFD: signalFD)
+        ioLoop(signalFD: signalFD, deadline: timeout.map { monotonicSeconds() + $0 }, timeout: timeout ?? 0)
         for t in threads { t.join() }
         terminal.restore()
         return stopController.reason ?? .hostError("the machine stopped without a reason")
     }
 
     /// Waits for the stop event, signals and console input, until the machine stops.
-    private func ioLoop(signalFD: Int32) {
+    private func ioLoop(signalFD: Int32, deadline: Double?, timeout: Double) {
         var escape = ConsoleEscape()
         var inputOpen = config.consoleInput
         var pending: [UInt8] = []    // typed bytes the UART's FIFO had no room for yet
@@ -327,7 +363,16 @@ public final class Machine {
             ]
             if inputOpen && pending.isEmpty { fds.append(pollfd(fd: STDIN_FILENO, events: Int16(POLLIN), revents: 0)) }
             // With bytes pending, poll briefly and retry: the guest drains the FIFO by reading RBR.
-            let r = poll(&fds, nfds_t(fds.count), pending.isEmpty ? -1 : 10)
+            var wait: Int32 = pending.isEmpty ? -1 : 10
+            if let deadline {
+                let left = deadline - monotonicSeconds()
+                if left <= 0 {
+                    stopController.stop(.timedOut(seconds: timeout))
+                    break
+                }
+                wait = wait < 0 ? Int32(min(left * 1000 + 1, 60_000)) : min(wait, Int32(left * 1000 + 1))
+            }
+            let r = poll(&fds, nfds_t(fds.count), wait)
             if r < 0 && errno != EINTR {
                 stopController.stop(.hostError("poll failed: \(errnoString(errno))"))
                 break
@@ -371,6 +416,13 @@ public final class Machine {
             pioNames: { pio.entry(containing: $0)?.device.name ?? "(none)" },
             mmioNames: { mmio.entry(containing: $0)?.device.name ?? "(none)" })
     }
+}
+
+/// CLOCK_MONOTONIC in seconds.
+func monotonicSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
 }
 
 /// An ISA interrupt line of the in-kernel PIC/IOAPIC, driven with KVM_IRQ_LINE.

@@ -1,6 +1,7 @@
 // MachineConfig.swift: everything a user chose for one VM, validated.
 
 import Boot
+import Devices
 import Memory
 
 /// The configuration of one VM.
@@ -23,6 +24,8 @@ public struct MachineConfig: Sendable {
     public var kvmDevicePath: String = "/dev/kvm"
     /// Feed stdin to the serial port.
     public var consoleInput: Bool = true
+    /// Where COM1's output goes (nil: stdout).
+    public var serialOutput: (any SerialOutput)? = nil
     /// Print only the guest's output and errors.
     public var quiet: Bool = false
     /// Collect and print exit statistics at the end.

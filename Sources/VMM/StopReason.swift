@@ -12,6 +12,7 @@
 //   6        the guest triple-faulted (KVM_EXIT_SHUTDOWN)
 //   8        KVM could not run the guest's code (entry failure, emulation
 //            failure, internal error, an exit skvm does not know)
+//   10       the guest ran longer than --timeout
 //   128 + n  skvm was stopped by signal n (130 SIGINT, 143 SIGTERM)
 
 import Devices
@@ -33,6 +34,8 @@ public enum StopReason: Sendable, Equatable {
     case kvmFailure(diagnosis: String)
     /// A host-side error while running (an ioctl failed).
     case hostError(String)
+    /// The VM ran longer than it was allowed to (`--timeout`).
+    case timedOut(seconds: Double)
 
     /// The process exit status for this reason (table above).
     public var exitStatus: Int32 {
@@ -43,6 +46,7 @@ public enum StopReason: Sendable, Equatable {
         case .tripleFault: return ExitStatus.tripleFault
         case .kvmFailure: return ExitStatus.kvmFailure
         case .signal(let n): return 128 + n
+        case .timedOut: return ExitStatus.timedOut
         }
     }
 
@@ -57,6 +61,7 @@ public enum StopReason: Sendable, Equatable {
         case .tripleFault(let d): return "guest triple-faulted (KVM_EXIT_SHUTDOWN): \(d)"
         case .kvmFailure(let d): return d
         case .hostError(let d): return "host error: \(d)"
+        case .timedOut(let s): return "stopped after the --timeout of \(s) s"
         }
     }
 }
@@ -67,4 +72,5 @@ public enum ExitStatus {
     public static let hostFailure: Int32 = 4
     public static let tripleFault: Int32 = 6
     public static let kvmFailure: Int32 = 8
+    public static let timedOut: Int32 = 10
 }

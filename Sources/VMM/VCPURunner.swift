@@ -21,7 +21,7 @@ final class VCPURunner: @unchecked Sendable {
     // SAFETY (@unchecked Sendable): after `run()` starts, only the vCPU's own
     // thread touches `statistics` and `unhandled`; the main thread reads
     // `statistics` after joining that thread.
-    let vcpu: VCPU
+    public let vcpu: VCPU
     let pio: Bus
     let mmio: Bus
     let stopController: StopController
@@ -43,7 +43,9 @@ final class VCPURunner: @unchecked Sendable {
     }
 
     /// The loop: run, handle the exit, repeat until someone stops the machine.
-    func run() {
+    /// On the vCPU's own thread: name it, pin it, then run skvm's loop, or
+    /// `replacement` instead (the benchmark's C floor).
+    func run(replacingLoopWith replacement: (@Sendable (VCPU) -> Void)? = nil) {
         _ = ckvm_set_thread_name("skvm-vcpu\(vcpu.id)")
         // Pin before the first KVM_RUN, so the vCPU never runs anywhere else.
         if let cpu = hostCPU {
@@ -53,6 +55,11 @@ final class VCPURunner: @unchecked Sendable {
                 return
             }
         }
+        if let replacement { return replacement(vcpu) }
+        runLoop()
+    }
+
+    private func runLoop() {
         let page = vcpu.runPage
         while !stopController.isStopping {
             let exited: Bool

@@ -1,6 +1,7 @@
 // SKVM.swift: the `skvm` command line.
 
 import ArgumentParser
+import CKVM
 import VMM
 
 #if canImport(Glibc)
@@ -16,7 +17,7 @@ struct SKVM: ParsableCommand {
             Start with 'skvm check' to see whether this machine can run VMs and what kind of \
             KVM it has, then 'skvm run --kernel FILE'. Each subcommand has its own --help.
             """,
-        subcommands: [Run.self, Check.self])
+        subcommands: [Run.self, Check.self, BenchCommand.self])
 
     /// Runs the command, printing errors as one line: "skvm: <problem>".
     static func main() {
@@ -50,4 +51,41 @@ func kvmDevicePath(_ option: String?) -> String {
     if let option { return option }
     if let env = getenv("SKVM_KVM_DEVICE"), env.pointee != 0 { return String(cString: env) }
     return "/dev/kvm"
+}
+
+/// The host CPUs this process may run on, into `cpus`; returns how many.
+func ckvm_allowed_cpus_bridge(_ cpus: inout [Int32]) -> Int32 {
+    let capacity = Int32(cpus.count)
+    return cpus.withUnsafeMutableBufferPointer { ckvm_allowed_cpus($0.baseAddress, capacity) }
+}
+
+/// Writes `text` to `path` through a temporary file and rename(2), so a
+/// failure never leaves a half-written file behind.
+func writeFileAtomically(_ path: String, _ text: String) throws(KVMErrorLike) {
+    let temporary = path + ".tmp-\(getpid())"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw KVMErrorLike(String(cString: strerror(errno))) }
+    var bytes = Array(text.utf8)
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress.unsafelyUnwrapped.advanced(by: done), $0.count - done) }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else {
+            let e = errno
+            close(fd)
+            unlink(temporary)
+            throw KVMErrorLike(String(cString: strerror(e)))
+        }
+        done += n
+    }
+    guard fsync(fd) == 0, close(fd) == 0, rename(temporary, path) == 0 else {
+        let e = errno
+        unlink(temporary)
+        throw KVMErrorLike(String(cString: strerror(e)))
+    }
+}
+
+struct KVMErrorLike: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
 }
