@@ -81,6 +81,8 @@ public struct BenchResult: Sendable {
 /// A failure that stops the whole benchmark.
 public struct BenchError: Error, CustomStringConvertible {
     public let message: String
+    /// skvm's exit status for it (2: bad input, 4: the host failed).
+    public var status: Int32 = ExitStatus.hostFailure
     public var description: String { message }
 }
 
@@ -134,7 +136,7 @@ public enum ExitBench {
                 extraPortDevices: [.init(device, base: UInt64(BenchPorts.deviceBase), length: BenchPorts.deviceLength)],
                 extraMMIODevices: [.init(mmioTarget, base: BenchPorts.targetMMIO, length: 0x1000)])
         } catch {
-            throw BenchError(message: error.message)
+            throw BenchError(message: error.message, status: error.status)
         }
 
         // The ioeventfds: the guest's writes to these signal an eventfd in the kernel.

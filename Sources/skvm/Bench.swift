@@ -66,6 +66,9 @@ struct Exits: ParsableCommand {
         guard let guestPath = guest ?? Self.findGuest() else {
             throw fail("cannot find the exit-bench guest guests/build/exit-bench.elf (run 'make guests', or pass --guest FILE)")
         }
+        var st = stat()
+        guard stat(guestPath, &st) == 0 else { throw fail("cannot open the exit-bench guest '\(guestPath)': \(String(cString: strerror(errno)))") }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw fail("the exit-bench guest '\(guestPath)' is not a regular file") }
         var options = BenchOptions(guestPath: guestPath)
         if let kinds {
             var list: [ExitKind] = []
@@ -102,7 +105,7 @@ struct Exits: ParsableCommand {
             results = try ExitBench.run(options) { printError("skvm bench: running \($0)") }
         } catch {
             printError("skvm: \(error.message)")
-            throw ExitWithStatus(status: ExitStatus.hostFailure)
+            throw ExitWithStatus(status: error.status)
         }
         let report = HostCheck.run(devicePath: options.kvmDevicePath)
         let cpuModel = (readTextFile("/proc/cpuinfo") ?? "").split(separator: "\n").first { $0.hasPrefix("model name") }?

@@ -31,6 +31,7 @@ struct Run: ParsableCommand {
               4        the host could not run the VM (no /dev/kvm, a KVM call failed)
               6        the guest triple-faulted
               8        KVM could not run the guest's code (entry or emulation failure)
+              10       the VM ran longer than --timeout
               128+n    stopped by signal n (130 for SIGINT, 143 for SIGTERM)
             """)
 
@@ -74,6 +75,9 @@ struct Run: ParsableCommand {
         "Keep a CPUID feature skvm would hide by policy (on PVM hosts: cx16; xsave leaves out the noxsave skvm adds for Linux). Repeatable.",
         valueName: "feature"))
     var cpuidUnmask: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Stop the VM after this many seconds (exit status 10).", valueName: "seconds"))
+    var timeout: Double?
 
     @Flag(name: .long, help: "At exit, print a table of VM exits by reason, port and MMIO address.")
     var stats = false
@@ -126,7 +130,11 @@ struct Run: ParsableCommand {
             printError("skvm: \(error.message)")
             throw ExitWithStatus(status: error.status)
         }
-        let reason = machine.run()
+        if let timeout, !(timeout > 0) {
+            printError("skvm: --timeout must be a positive number of seconds")
+            throw ExitWithStatus(status: ExitStatus.usage)
+        }
+        let reason = machine.run(timeout: timeout)
         if stats { printError(machine.statisticsTable()) }
         // Failures are always reported; ordinary stops only without --quiet.
         if reason.exitStatus == 0 || reason.exitStatus & 1 == 1 || reason == .signal(2) || reason == .signal(15) {
