@@ -63,7 +63,7 @@ struct BadInputTests {
     func notAKernel() throws {
         let path = try Self.tempFile((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) })
         let r = try Harness.run(["run", "--kernel", path])
-        Self.expectOneLineError(r, containing: "no multiboot header in the first 8 KiB (for a raw real-mode binary, add --flat)")
+        Self.expectOneLineError(r, containing: "not a kernel skvm can boot: no multiboot header in the first 8 KiB and no Linux setup header (for a raw real-mode binary, add --flat)")
     }
 
     @Test("A flat binary too large for low memory")

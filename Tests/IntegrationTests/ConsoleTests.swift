@@ -43,7 +43,7 @@ struct ConsoleTests {
     func signals(_ signal: Int32, _ status: Int32) throws {
         _ = try requireGuest("echo.elf")
         let r = try Harness.run(["run", "--kernel", "guests/build/echo.elf", "--cpus", "2"], keepInputOpen: true) { p in
-            usleep(1_500_000)  // let the guest start and wait for input
+            p.waitForOutput("echo: ready")  // the guest started and waits for input
             kill(p.processIdentifier, signal)
         }
         #expect(r.status == status)

@@ -50,13 +50,29 @@ enum Harness {
         var stderrLines: [String] { stderr.split(separator: "\n", omittingEmptySubsequences: true).map(String.init) }
     }
 
+    /// A running skvm, as `whileRunning` sees it.
+    struct Running {
+        let process: Process
+        /// Everything the guest printed so far.
+        let stdoutSoFar: () -> String
+        var processIdentifier: Int32 { process.processIdentifier }
+        func terminate() { process.terminate() }
+        /// Waits (at most `timeout` s) until stdout contains `text`.
+        @discardableResult
+        func waitForOutput(_ text: String, timeout: TimeInterval = 60) -> Bool {
+            let ok = Harness.waitFor({ stdoutSoFar().contains(text) }, timeout: timeout)
+            if !ok { Issue.record("the guest did not print \"\(text)\" within \(timeout) s") }
+            return ok
+        }
+    }
+
     /// Runs skvm with `arguments`, feeding `input` on stdin (then closing it,
     /// unless `keepInputOpen`), and waits at most `timeout` seconds.
     /// `whileRunning` is called with the process once it started.
     @discardableResult
     static func run(_ arguments: [String], input: Data? = nil, keepInputOpen: Bool = false,
                     environment: [String: String] = [:], timeout: TimeInterval = 120,
-                    whileRunning: ((Process) -> Void)? = nil) throws -> Result {
+                    whileRunning: ((Running) -> Void)? = nil) throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: skvm)
         p.arguments = arguments
@@ -74,14 +90,18 @@ enum Harness {
         for (pipe, box) in [(stdoutPipe, outBox), (stderrPipe, errBox)] {
             group.enter()
             DispatchQueue.global().async {
-                box.data = pipe.fileHandleForReading.readDataToEndOfFile()
+                while true {
+                    let chunk = pipe.fileHandleForReading.availableData
+                    if chunk.isEmpty { break }
+                    box.append(chunk)
+                }
                 group.leave()
             }
         }
         try p.run()
         if let input { try stdinPipe.fileHandleForWriting.write(contentsOf: input) }
         if !keepInputOpen { try stdinPipe.fileHandleForWriting.close() }
-        whileRunning?(p)
+        whileRunning?(Running(process: p, stdoutSoFar: { String(decoding: outBox.data, as: UTF8.self) }))
         let deadline = Date().addingTimeInterval(timeout)
         while p.isRunning && Date() < deadline { usleep(10_000) }
         if p.isRunning {
@@ -109,8 +129,15 @@ enum Harness {
     }
 }
 
+/// Bytes collected by one thread and read by another.
 final class DataBox: @unchecked Sendable {
-    var data = Data()
+    private let lock = NSLock()
+    private var storage = Data()
+    var data: Data {
+        get { lock.lock(); defer { lock.unlock() }; return storage }
+        set { lock.lock(); storage = newValue; lock.unlock() }
+    }
+    func append(_ d: Data) { lock.lock(); storage.append(d); lock.unlock() }
 }
 
 /// Fails the current test with a useful message when a guest is not built.

@@ -31,8 +31,7 @@ struct HostResourceTests {
         var seen: [String: String] = [:]
         let r = try Harness.run(["run", "--kernel", "guests/build/echo.elf", "--cpus", "2", "--pin", "\(list[0]),\(list[1])"],
                                 keepInputOpen: true) { p in
-            _ = Harness.waitFor({ threadStatus(p.processIdentifier).keys.contains("skvm-vcpu1") }, timeout: 30)
-            usleep(300_000)
+            p.waitForOutput("echo: ready")
             for (name, status) in threadStatus(p.processIdentifier) { seen[name] = field("Cpus_allowed_list", in: status) }
             p.terminate()
         }
@@ -86,8 +85,7 @@ struct HostResourceTests {
             var during = -1, freeDuring = -1
             let r = try Harness.run(["run", "--kernel", "guests/build/echo.elf", "--memory", "64M", "--hugepages"] + (prefault ? ["--prefault"] : []),
                                     keepInputOpen: true) { p in
-                _ = Harness.waitFor({ Self.availableHugepages() == before - 32 }, timeout: 30)
-                usleep(300_000)
+                p.waitForOutput("echo: ready")
                 during = Self.availableHugepages()
                 freeDuring = Self.hugepages("Free")
                 p.terminate()

@@ -36,7 +36,7 @@ func runUntil(_ arguments: [String], markers: [String], timeout: TimeInterval = 
     let lock = NSLock()
     out.fileHandleForReading.readabilityHandler = { h in
         let d = h.availableData
-        lock.lock(); box.data.append(d); lock.unlock()
+        lock.lock(); box.append(d); lock.unlock()
     }
     try p.run()
     let seen = Harness.waitFor({
@@ -47,7 +47,7 @@ func runUntil(_ arguments: [String], markers: [String], timeout: TimeInterval = 
     if p.isRunning { p.terminate() }  // SIGTERM: skvm stops its vCPUs and exits 143
     p.waitUntilExit()
     out.fileHandleForReading.readabilityHandler = nil
-    lock.lock(); box.data.append(out.fileHandleForReading.readDataToEndOfFile()); lock.unlock()
+    lock.lock(); box.append(out.fileHandleForReading.readDataToEndOfFile()); lock.unlock()
     if !seen { Issue.record("markers not seen within \(timeout) s") }
     // Linux's serial console ends lines with "\r\n".
     let stdout = String(decoding: box.data, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "\n")
