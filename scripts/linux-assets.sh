@@ -261,7 +261,10 @@ extract_vmlinux() {
 mkdir -p "$OUT" "$CACHE"
 OUT=$(cd "$OUT" && pwd)
 WORK=
-cleanup() { [ -z "$WORK" ] || rm -rf "$WORK"; }
+cleanup() { # also after a failure: no half-written output stays behind
+	[ -z "$WORK" ] || rm -rf "$WORK"
+	rm -f "$OUT"/{bzImage,vmlinux,initrd.img,manifest.txt}.tmp
+}
 trap cleanup EXIT
 
 need_tools xz:xz-utils cpio:cpio depmod:kmod gzip:gzip od:coreutils
