@@ -61,7 +61,7 @@ public enum BenchReport {
         let failed = results.filter { $0.skipped == nil && $0.check == .mismatched }
         out += """
 
-            median and p99 are per round trip (one loop iteration), over \(results.first?.batches ?? 0) timed batches per run.
+            median and p99 are per round trip (one loop iteration), over \(results.first?.batches ?? 0) timed batches per kind and loop.
             x floor: median / the C loop's userspace PIO write at the same CPL. C loop: the same guest run by a bare
             KVM_RUN loop in C (userspace kinds). allocs: heap allocations on the vCPU thread during the measured batches.
             check: exits skvm (or the eventfd) saw == iterations the guest reports.

@@ -31,6 +31,9 @@ public struct BenchOptions: Sendable {
     public var hostCPU: Int? = nil
     /// Also run the C floor loop for the userspace kinds.
     public var floor: Bool = true
+    /// Runs per kind, CPL and loop, alternating skvm and C loops, merged: a
+    /// load that drifts during the benchmark then affects both loops alike.
+    public var rounds: Int = 3
     public var kvmDevicePath: String = "/dev/kvm"
     /// Longest a single run may take.
     public var timeout: Double = 120
@@ -76,6 +79,21 @@ public struct BenchResult: Sendable {
         self.cpl = cpl
         self.loop = loop
     }
+
+    /// This run and `other` (the same kind, CPL and loop) as one: samples
+    /// and counts added; a skip or a mismatch in either is kept.
+    func merging(_ other: BenchResult) -> BenchResult {
+        if skipped != nil { return self }
+        if other.skipped != nil { return other }
+        var m = self
+        m.iterations += other.iterations
+        m.batches += other.batches
+        m.histogram.add(other.histogram)
+        m.exitsSeen = exitsSeen.flatMap { a in other.exitsSeen.map { a + $0 } }
+        m.check = check == .mismatched || other.check == .mismatched ? .mismatched : check
+        m.allocations = allocations.flatMap { a in other.allocations.map { a + $0 } }
+        return m
+    }
 }
 
 /// A failure that stops the whole benchmark.
@@ -101,10 +119,15 @@ public enum ExitBench {
                     continue
                 }
                 let loops: [BenchResult.Loop] = options.floor && kind.handler == .skvm ? [.skvm, .cFloor] : [.skvm]
-                for loop in loops {
-                    progress("\(kind.rawValue) CPL\(cpl) \(loop.rawValue)")
-                    results.append(try runOne(kind: kind, cpl: cpl, loop: loop, options: options))
+                var merged: [BenchResult.Loop: BenchResult] = [:]
+                for round in 1...max(1, options.rounds) {
+                    for loop in loops {
+                        progress("\(kind.rawValue) CPL\(cpl) \(loop.rawValue) (round \(round) of \(options.rounds))")
+                        let r = try runOne(kind: kind, cpl: cpl, loop: loop, options: options)
+                        merged[loop] = merged[loop].map { $0.merging(r) } ?? r
+                    }
                 }
+                results += loops.compactMap { merged[$0] }
             }
         }
         return results

@@ -33,6 +33,9 @@ struct Exits: ParsableCommand {
     @Option(help: ArgumentHelp("Timed batches per run: the median and p99 are over these.", valueName: "n"))
     var batches: Int = 100
 
+    @Option(help: ArgumentHelp("Runs per kind and loop, alternating skvm and the C floor, merged (so drifting load hits both alike).", valueName: "n"))
+    var rounds: Int = 3
+
     @Option(help: ArgumentHelp("Comma-separated kinds to run (default: all).", valueName: "kinds"))
     var kinds: String?
 
@@ -91,6 +94,8 @@ struct Exits: ParsableCommand {
         }
         guard batches >= 1, batches <= 100_000 else { throw fail("--batches must be between 1 and 100000") }
         options.batches = batches
+        guard rounds >= 1, rounds <= 100 else { throw fail("--rounds must be between 1 and 100") }
+        options.rounds = rounds
         if let cpu {
             var allowed = [Int32](repeating: 0, count: 4096)
             let n = Int(ckvm_allowed_cpus_bridge(&allowed))

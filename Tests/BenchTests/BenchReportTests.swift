@@ -91,6 +91,23 @@ struct BenchReportTests {
         #expect(!t.contains("COUNT MISMATCH"))
     }
 
+    @Test("rounds merge: samples and counts add up; a mismatch or a skip in any round is kept")
+    func merging() {
+        let a = Self.result(.pioOut, cpl: 0, loop: .skvm, ns: [10_000, 10_000])
+        let b = Self.result(.pioOut, cpl: 0, loop: .skvm, ns: [20_000, 20_000], check: .mismatched)
+        let m = a.merging(b)
+        #expect(m.iterations == 40)
+        #expect(m.batches == 4)
+        #expect(m.histogram.totalCount == 4)
+        #expect(m.exitsSeen == 40)
+        #expect(m.allocations == 0)
+        #expect(m.check == .mismatched)
+        #expect(a.merging(a).check == .matched)
+        var skipped = BenchResult(kind: .pioOut, cpl: 0, loop: .skvm)
+        skipped.skipped = "the guest did not finish"
+        #expect(a.merging(skipped).skipped == "the guest did not finish")
+    }
+
     @Test("a count mismatch is called out")
     func mismatch() {
         let t = BenchReport.table([Self.result(.pioIn, cpl: 0, loop: .skvm, ns: [9_000], check: .mismatched)], context: Self.context)

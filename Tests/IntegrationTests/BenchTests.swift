@@ -11,7 +11,7 @@ struct BenchIntegrationTests {
         _ = try requireGuest("exit-bench.elf")
         let svg = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-bench-\(getpid()).svg").path
         defer { try? FileManager.default.removeItem(atPath: svg) }
-        let r = try Harness.run(["bench", "exits", "--iterations", "100", "--batches", "5", "--json", "--svg", svg], timeout: 300)
+        let r = try Harness.run(["bench", "exits", "--iterations", "100", "--batches", "5", "--rounds", "2", "--json", "--svg", svg], timeout: 300)
         #expect(r.status == 0, "stderr: \(r.stderr)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         let results = try #require(object["results"] as? [[String: Any]])
@@ -26,13 +26,13 @@ struct BenchIntegrationTests {
                     #expect(kind == "vmcall" && cpl == 0, "\(kind) CPL\(cpl) skipped: \(why)")
                     continue
                 }
-                #expect(skvm["iterations"] as? Int == 100, "\(kind) CPL\(cpl)")
+                #expect(skvm["iterations"] as? Int == 200, "two rounds of 100: \(kind) CPL\(cpl)")
                 #expect(skvm["allocations"] as? Int == 0, "\(kind) CPL\(cpl) allocated on the vCPU thread")
                 #expect((skvm["medianNs"] as? Double ?? 0) > 0)
                 let handler = skvm["handledBy"] as? String
                 if handler == "skvm" || handler == "ioeventfd" {
                     #expect(skvm["check"] as? String == "matched", "\(kind) CPL\(cpl): saw \(skvm["exitsSeen"] ?? "?")")
-                    #expect(skvm["exitsSeen"] as? Int == 100)
+                    #expect(skvm["exitsSeen"] as? Int == 200)
                 }
                 if handler == "skvm" {
                     let floor = try #require(rows.first { $0["loop"] as? String == "c-floor" }, "\(kind) CPL\(cpl) has no C floor run")
