@@ -12,6 +12,9 @@
 
 /// Builds the MP floating pointer and configuration table.
 public enum MPTable {
+    /// APIC ids 0..N-1 for the CPUs and N for the IOAPIC, all below the broadcast id 0xFF.
+    public static let maximumCPUs = 254
+
     static let localAPICVersion: UInt8 = 0x14
     static let ioAPICVersion: UInt8 = 0x11
 

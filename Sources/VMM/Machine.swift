@@ -252,6 +252,11 @@ public final class Machine: Sendable {
     /// Checks the vCPU and pinning choices against this host.
     static func checkUserLimits(_ config: MachineConfig) throws(VMMError) {
         guard config.cpus >= 1 else { throw VMMError("--cpus must be at least 1", status: ExitStatus.usage) }
+        // xAPIC ids are 8 bits and 255 is the broadcast id; the MP table gives
+        // the vCPUs ids 0..N-1 and the IOAPIC id N, so N can be 254 at most.
+        guard config.cpus <= MPTable.maximumCPUs else {
+            throw VMMError("--cpus \(config.cpus) is more than the \(MPTable.maximumCPUs) vCPUs skvm's xAPIC machine can address", status: ExitStatus.usage)
+        }
         guard let pins = config.pinning else { return }
         guard pins.count == config.cpus else {
             throw VMMError("--pin lists \(pins.count) host CPU\(pins.count == 1 ? "" : "s") for \(config.cpus) vCPU\(config.cpus == 1 ? "" : "s"): give one per vCPU", status: ExitStatus.usage)

@@ -51,6 +51,8 @@ struct HostResourceTests {
         BadInputTests.expectOneLineError(garbage, containing: "is not a CPU list")
         let zero = try Harness.run(["run", "--kernel", "guests/build/echo.elf", "--cpus", "0"])
         BadInputTests.expectOneLineError(zero, containing: "--cpus must be at least 1")
+        let many = try Harness.run(["run", "--kernel", "guests/build/echo.elf", "--cpus", "255"])
+        BadInputTests.expectOneLineError(many, containing: "--cpus 255 is more than the 254 vCPUs")
     }
 
     /// A HugePages_* field of /proc/meminfo.
