@@ -52,6 +52,14 @@ integration: guests
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --filter IntegrationTests
 
+# Benchmarks (release build): results in bench-results/, each beside its reference
+# measured in the same run (the C floor loop; QEMU microvm on the same guest).
+bench: setup guests linux release
+	@mkdir -p bench-results
+	$(SKVM_RELEASE) bench exits --cpu 1 --svg bench-results/exits.svg | tee bench-results/exits.txt
+	$(SKVM_RELEASE) bench exits --cpu 1 --json > bench-results/exits.json
+	python3 scripts/bench-startup.py --skvm $(SKVM_RELEASE) --linux --json bench-results/startup.json | tee bench-results/startup.txt
+
 check: build
 	$(SKVM_DEBUG) check
 
@@ -61,5 +69,6 @@ demo: setup guests linux release
 	@bash scripts/demo.sh $(SKVM_RELEASE)
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-* bench-results
 	$(MAKE) -C guests clean
+	rm -rf guests/build/linux
