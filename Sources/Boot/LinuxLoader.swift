@@ -51,6 +51,10 @@ public enum LinuxLoader {
             let header = try LinuxSetupHeader(kernel)
             let payload = kernel[header.kernelOffset...]
             let load = header.version >= 0x020A && header.preferredAddress != 0 ? header.preferredAddress : MachineMap.linuxDefaultLoadAddress
+            // Below 1 MiB lie skvm's boot data (zero page, page tables, command line, MP table).
+            guard load >= MachineMap.highMemoryStart else {
+                throw BootError("the kernel's preferred load address \(hex(load)) is below 1 MiB, where the boot data goes")
+            }
             // The kernel needs init_size bytes from its load address to decompress into.
             let footprint = max(UInt64(header.initSize), UInt64(payload.count))
             try requireRAM(load, footprint, what: "the kernel (load address \(hex(load)), init_size \(formatBytes(footprint)))", lowRAMEnd: lowRAMEnd)
@@ -93,22 +97,28 @@ public enum LinuxLoader {
             throw BootError("not a Linux kernel (neither a bzImage nor an ELF vmlinux)")
         }
 
-        // The command line.
+        // The command line: at most what the kernel accepts, and it must end
+        // before the MP table (boot.rst: the command line lives below 0xA0000).
+        let maximumCommandLine = min(commandLineLimit, Int(MachineMap.mpTable.rawValue - MachineMap.linuxCommandLine.rawValue) - 1)
         let cmdline = Array(commandLine.utf8)
         guard !cmdline.contains(0) else { throw BootError("the kernel command line contains a NUL byte") }
-        guard cmdline.count <= commandLineLimit else {
-            throw BootError("the kernel command line is \(cmdline.count) bytes; this kernel accepts at most \(commandLineLimit)")
+        guard cmdline.count <= maximumCommandLine else {
+            throw BootError("the kernel command line is \(cmdline.count) bytes; this kernel accepts at most \(maximumCommandLine)")
         }
         try write(cmdline + [0], at: MachineMap.linuxCommandLine.rawValue, memory: memory, what: "the command line")
 
         // The initrd: as high as allowed, page aligned, above the kernel.
         var initrdPlacement: (address: UInt32, size: UInt32)? = nil
-        if let initrd {
+        if let initrd, !initrd.isEmpty {  // an empty initrd is no initrd (ramdisk fields stay 0)
             let top = min(initrdMax &+ 1, lowRAMEnd)
             let size = UInt64(initrd.count)
             let alignedEnd = (kernelEnd + 0xFFF) & ~0xFFF
             guard size <= top, (top - size) & ~0xFFF >= alignedEnd else {
                 let need = alignedEnd + ((size + 0xFFF) & ~0xFFF)
+                if top < lowRAMEnd {
+                    // The kernel's own limit, not guest RAM, is what is too small.
+                    throw BootError("the initrd (\(formatBytes(size))) does not fit between the kernel (which ends at \(hex(kernelEnd))) and the kernel's initrd_addr_max \(hex(initrdMax)); more --memory will not help")
+                }
                 throw BootError("the initrd (\(formatBytes(size))) does not fit in guest RAM above the kernel (which ends at \(hex(kernelEnd))) and below \(hex(top)): it needs at least \(formatBytes((need + 0xFFFFF) & ~0xFFFFF)) of --memory")
             }
             let address = (top - size) & ~0xFFF

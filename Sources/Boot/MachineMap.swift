@@ -56,6 +56,8 @@ public enum MachineMap {
     public static let i8042Port: UInt64 = 0x60
     public static let debugExitPort: UInt64 = 0xF4
     public static let cmosPort: UInt64 = 0x70
+    /// QEMU's fw_cfg: selector 0x510, data 0x511.
+    public static let firmwareConfigPort: UInt64 = 0x510
     /// POST-code port: Linux writes it as an I/O delay (io_delay); skvm absorbs it silently.
     public static let postCodePort: UInt64 = 0x80
 

@@ -98,9 +98,22 @@ public enum MultibootLoader {
         let memorySize: UInt64
     }
 
+    /// A module to load (Multiboot §3.3): its bytes and its string, which by
+    /// QEMU's and GRUB's convention starts with the file's own path.
+    public struct ModuleFile: Sendable {
+        public let bytes: [UInt8]
+        public let string: String
+        public init(bytes: [UInt8], string: String) {
+            self.bytes = bytes
+            self.string = string
+        }
+    }
+
     /// Loads `kernel` (read from `path`) into `memory` and prepares its boot state.
     /// The kernel's command line is `path`, a space, then `append` (as GRUB and QEMU give it).
-    public static func load(kernel: [UInt8], path: String, append: String, memory: GuestMemory) throws(BootError) -> LoadedKernel {
+    /// `modules` are placed one after another, each page aligned, after the kernel.
+    public static func load(kernel: [UInt8], path: String, append: String, modules: [ModuleFile] = [],
+                            memory: GuestMemory) throws(BootError) -> LoadedKernel {
         guard let header = try MultibootHeader.find(in: kernel) else {
             throw BootError("no multiboot header in the first 8 KiB")
         }
@@ -129,8 +142,25 @@ public enum MultibootLoader {
         } catch {
             throw BootError("cannot copy the kernel into guest memory: \(error)")
         }
+        // Modules, page aligned after the kernel (QEMU's placement; header flag bit 0 asks for alignment).
+        var loaded: [MultibootInfo.Module] = []
+        var next = ((ranges.map(\.end.rawValue).max() ?? MachineMap.highMemoryStart) + 0xFFF) & ~0xFFF
+        for (i, m) in modules.enumerated() {
+            let size = UInt64(m.bytes.count)
+            guard next.addingReportingOverflow(size).overflow == false, next + size <= 1 << 32,
+                memory.contains(GuestAddress(next), size: max(size, 1))
+            else {
+                throw BootError("module \(i + 1) ('\(m.string)', \(formatBytes(size))) does not fit in guest RAM below 4 GiB after the kernel; add --memory")
+            }
+            do { try memory.write(bytes: m.bytes, at: GuestAddress(next)) } catch {
+                throw BootError("cannot copy module \(i + 1) into guest memory: \(error)")
+            }
+            loaded.append(MultibootInfo.Module(start: UInt32(next), end: UInt32(next + size), string: m.string))
+            if let r = GuestRange(start: GuestAddress(next), length: size) { ranges.append(r) }
+            next = (next + size + 0xFFF) & ~0xFFF
+        }
         let commandLine = append.isEmpty ? path : path + " " + append
-        let info = try MultibootInfo.write(commandLine: commandLine, memory: memory, avoiding: ranges)
+        let info = try MultibootInfo.write(commandLine: commandLine, modules: loaded, memory: memory, avoiding: ranges)
         var cpu = BootCPUState(
             rip: entry, cs: .flat32(selector: BootGDT.codeSelector, code: true),
             data: .flat32(selector: BootGDT.dataSelector, code: false),

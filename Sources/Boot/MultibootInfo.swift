@@ -9,7 +9,8 @@
 //   +0    GDT: null, flat 32-bit code (0x08), flat data (0x10)
 //   +32   multiboot_info (116 bytes, the 0.6.96 layout; unused fields zero)
 //   +160  memory map: entries of { u32 size = 20; u64 base; u64 length; u32 type }
-//   ...   "skvm\0", then the command line "\0"-terminated
+//   ...   module list: entries of { u32 mod_start; u32 mod_end; u32 string; u32 reserved }
+//   ...   "skvm\0", the command line "\0"-terminated, then each module's string
 
 import Memory
 
@@ -24,7 +25,9 @@ public enum BootGDT {
 public enum MultibootInfo {
     /// Flag bits of multiboot_info.flags (§3.3) that skvm fills in.
     static let flagMemory: UInt32 = 1 << 0          // mem_lower, mem_upper
+    static let flagBootDevice: UInt32 = 1 << 1      // boot_device
     static let flagCommandLine: UInt32 = 1 << 2     // cmdline
+    static let flagModules: UInt32 = 1 << 3         // mods_count, mods_addr
     static let flagMemoryMap: UInt32 = 1 << 6       // mmap_length, mmap_addr
     static let flagBootLoaderName: UInt32 = 1 << 9  // boot_loader_name
 
@@ -32,7 +35,22 @@ public enum MultibootInfo {
     static let infoSize = 116
     static let mapOffset: UInt64 = 160
     static let mapEntrySize: UInt64 = 24
+    static let moduleEntrySize: UInt64 = 16
     public static let bootLoaderName = "skvm"
+    /// boot_device as QEMU sets it: "no BIOS drive" (0x80 would be the first disk).
+    static let bootDevice: UInt32 = 0x8000_FFFF
+
+    /// A module already loaded into guest memory, for the module list.
+    public struct Module: Equatable, Sendable {
+        public let start: UInt32
+        public let end: UInt32
+        public let string: String
+        public init(start: UInt32, end: UInt32, string: String) {
+            self.start = start
+            self.end = end
+            self.string = string
+        }
+    }
 
     /// Where the block went.
     public struct Placement: Equatable, Sendable {
@@ -43,13 +61,21 @@ public enum MultibootInfo {
 
     /// Writes GDT, information structure, memory map, loader name and
     /// `commandLine`, clear of `avoiding`. Memory size comes from `memory`.
-    public static func write(commandLine: String, memory: GuestMemory, avoiding: [GuestRange]) throws(BootError) -> Placement {
+    public static func write(commandLine: String, modules: [Module] = [], memory: GuestMemory, avoiding: [GuestRange]) throws(BootError) -> Placement {
         let map = MachineMap.memoryMap(size: memory.size)
-        let nameOffset = mapOffset + UInt64(map.count) * mapEntrySize
+        let modulesOffset = mapOffset + UInt64(map.count) * mapEntrySize
+        let nameOffset = modulesOffset + UInt64(modules.count) * moduleEntrySize
         let cmdlineOffset = nameOffset + UInt64(bootLoaderName.utf8.count + 1)
         let cmdline = Array(commandLine.utf8)
         guard !cmdline.contains(0) else { throw BootError("the command line contains a NUL byte") }
-        let size = cmdlineOffset + UInt64(cmdline.count + 1)
+        var stringOffsets: [UInt64] = []
+        var next = cmdlineOffset + UInt64(cmdline.count + 1)
+        for m in modules {
+            guard !m.string.utf8.contains(0) else { throw BootError("a module's command line contains a NUL byte") }
+            stringOffsets.append(next)
+            next += UInt64(m.string.utf8.count + 1)
+        }
+        let size = next
         let base = try findFreeBlock(size: size, avoiding: avoiding, limit: min(MachineMap.lowReservedStart, memory.size))
 
         // mem_lower: KiB of RAM from 0 (at most 640); mem_upper: KiB from 1 MiB
@@ -60,10 +86,14 @@ public enum MultibootInfo {
         func put(_ value: UInt32, at offset: Int) {
             for i in 0..<4 { info[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) }
         }
-        put(flagMemory | flagCommandLine | flagMemoryMap | flagBootLoaderName, at: 0)
+        // The same flags QEMU's loader sets, so kernels that print them agree.
+        put(flagMemory | flagBootDevice | flagCommandLine | flagModules | flagMemoryMap | flagBootLoaderName, at: 0)
         put(UInt32(lowRAM / 1024), at: 4)
         put(UInt32(truncatingIfNeeded: upperRAM / 1024), at: 8)
+        put(bootDevice, at: 12)
         put(UInt32(base + cmdlineOffset), at: 16)
+        put(UInt32(modules.count), at: 20)
+        put(UInt32(base + modulesOffset), at: 24)
         put(UInt32(UInt64(map.count) * mapEntrySize), at: 44)
         put(UInt32(base + mapOffset), at: 48)
         put(UInt32(base + nameOffset), at: 64)
@@ -83,6 +113,14 @@ public enum MultibootInfo {
                 try memory.write(e.base, at: at(entry + 4))
                 try memory.write(e.length, at: at(entry + 12))
                 try memory.write(e.type.rawValue, at: at(entry + 20))
+            }
+            for (i, m) in modules.enumerated() {
+                let entry = modulesOffset + UInt64(i) * moduleEntrySize
+                try memory.write(m.start, at: at(entry))
+                try memory.write(m.end, at: at(entry + 4))
+                try memory.write(UInt32(base + stringOffsets[i]), at: at(entry + 8))
+                try memory.write(UInt32(0), at: at(entry + 12))
+                try memory.write(bytes: Array(m.string.utf8) + [0], at: at(stringOffsets[i]))
             }
             try memory.write(bytes: Array(bootLoaderName.utf8) + [0], at: at(nameOffset))
             try memory.write(bytes: cmdline + [0], at: at(cmdlineOffset))

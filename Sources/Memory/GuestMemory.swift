@@ -204,6 +204,19 @@ public final class GuestMemory: @unchecked Sendable {
         p.initializeMemory(as: UInt8.self, repeating: byte, count: Int(count))
     }
 
+    /// Drops and re-creates the host mapping of the 4 KiB guest page at
+    /// `address` (mprotect to PROT_NONE and back), so that KVM's MMU notifier
+    /// invalidates its mapping and the guest faults it in again; the contents
+    /// stay. This is what QEMU's pc-testdev "flush page" port does.
+    public func remapPage(at address: GuestAddress) throws(MemoryError) {
+        let page = GuestAddress(address.rawValue & ~0xFFF)
+        let p = try pointer(page, 4096)
+        // SAFETY: p is a page-aligned page of guest RAM (checked above), host
+        // pages are 4 KiB or larger and aligned the same way.
+        mprotect(p, 4096, PROT_NONE)
+        mprotect(p, 4096, PROT_READ | PROT_WRITE)
+    }
+
     /// A NUL-terminated string at `address` of at most `maxLength` bytes, or nil
     /// when no NUL is found within `maxLength` bytes of guest RAM.
     public func readCString(at address: GuestAddress, maxLength: Int) throws(MemoryError) -> [UInt8]? {

@@ -73,10 +73,29 @@ public final class Machine: Sendable {
 
         // Input files first: a typo in a path should not need /dev/kvm to be reported.
         let image: [UInt8]
+        let kind: KernelKind
         var initrd: [UInt8]? = nil
-        do {
+        var modules: [MultibootLoader.ModuleFile] = []
+        do throws(ConfigError) {
             image = try readInputFile(config.kernelPath, what: "kernel")
-            if let path = config.initrdPath { initrd = try readInputFile(path, what: "initrd", limit: 4 << 30) }
+            do { kind = try KernelKind.detect(image, flat: config.kernelFormat == .flat) } catch {
+                throw ConfigError("kernel '\(config.kernelPath)': \(error.message)")
+            }
+            switch kind {
+            case .linux:
+                guard config.initrds.count <= 1 else {
+                    throw ConfigError("--initrd is given \(config.initrds.count) times; a Linux kernel takes one initrd (multiboot kernels take several modules)")
+                }
+                if let path = config.initrds.first { initrd = try readInputFile(path, what: "initrd", limit: 4 << 30) }
+            case .multiboot:
+                for spec in config.initrds {
+                    // QEMU's form: "FILE ARGS"; the module's string is the whole text.
+                    let path = String(spec.prefix { $0 != " " })
+                    modules.append(.init(bytes: try readInputFile(path, what: "multiboot module", limit: 1 << 30), string: spec))
+                }
+            case .flat:
+                guard config.initrds.isEmpty else { throw ConfigError("--initrd needs a Linux or multiboot kernel, not a flat binary") }
+            }
         } catch {
             throw VMMError(error.message, status: ExitStatus.usage)
         }
@@ -130,13 +149,15 @@ public final class Machine: Sendable {
             try vm.setTSSAddress(MachineMap.kvmTSSAddress)
             try vm.setIdentityMapAddress(MachineMap.kvmIdentityMapAddress)
             try vm.createIRQChip()
+            try vm.initializePICsAsBIOS()
             try vm.createPIT2()
         }
 
         // 4. The kernel, and the MP table that lists the vCPUs.
         let kernel: LoadedKernel
         do throws(BootError) {
-            kernel = try Self.loadKernel(image, initrd: initrd, config: config, onPVM: onPVM, diagnostics: diagnostics, memory: memory)
+            kernel = try Self.loadKernel(image, kind: kind, initrd: initrd, modules: modules, config: config, onPVM: onPVM,
+                                         diagnostics: diagnostics, memory: memory)
             let (signature, features) = CPUIDTable.signature(supportedCPUID)
             let mp = MPTable.build(at: MachineMap.mpTable.rawValue, cpus: config.cpus, signature: signature, features: features)
             if let mpRange = GuestRange(start: MachineMap.mpTable, length: UInt64(mp.count)),
@@ -163,6 +184,15 @@ public final class Machine: Sendable {
             try pio.insert(CMOS(memorySize: config.memorySize), base: MachineMap.cmosPort, length: 2)
             try pio.insert(IgnoredPort(name: "POST code (io delay)"), base: MachineMap.postCodePort, length: 1)
             try pio.insert(DebugExit(control: stopController), base: MachineMap.debugExitPort, length: 1)
+            let fwcfgCommandLine = kind == .linux ? Self.linuxCommandLine(config.append, noxsave: onPVM && !config.keptFeatures.contains { $0.name == "xsave" }) : nil
+            try pio.insert(FirmwareConfig(items: FirmwareConfig.standardItems(ramSize: config.memorySize, cpus: config.cpus,
+                                                                                linuxCommandLine: fwcfgCommandLine)),
+                           base: MachineMap.firmwareConfigPort, length: 2)
+            if config.testDevice {
+                let host = TestHost(vm: vm, memory: memory, diagnostics: diagnostics)
+                try pio.insert(TestDevicePorts(host: host), base: TestDevicePorts.base, length: TestDevicePorts.length)
+                try pio.insert(TestDeviceIRQLines(host: host), base: TestDeviceIRQLines.base, length: TestDeviceIRQLines.length)
+            }
             for d in extraPortDevices { try pio.insert(d.device, base: d.base, length: d.length) }
         } catch {
             throw VMMError("device layout: \(error)", status: ExitStatus.hostFailure)
@@ -170,6 +200,7 @@ public final class Machine: Sendable {
         self.pio = pio
         var mmio = Bus()
         do {
+            if config.testDevice { try mmio.insert(TestDeviceMemory(), base: TestDeviceMemory.base, length: TestDeviceMemory.length) }
             for d in extraMMIODevices { try mmio.insert(d.device, base: d.base, length: d.length) }
         } catch {
             throw VMMError("device layout: \(error)", status: ExitStatus.hostFailure)
@@ -200,28 +231,21 @@ public final class Machine: Sendable {
         (0x2FF, 0x806),   // IA32_MTRR_DEF_TYPE: MTRRs enabled, default type write-back
     ]
 
-    /// Picks the loader from the file's contents.
-    static func loadKernel(_ image: [UInt8], initrd: [UInt8]?, config: MachineConfig, onPVM: Bool, diagnostics: Diagnostics,
-                           memory: GuestMemory) throws(BootError) -> LoadedKernel {
-        if config.kernelFormat == .flat {
-            guard initrd == nil else { throw BootError("--initrd needs a Linux kernel, not a flat binary") }
+    /// Loads the kernel with the loader for its kind.
+    static func loadKernel(_ image: [UInt8], kind: KernelKind, initrd: [UInt8]?, modules: [MultibootLoader.ModuleFile],
+                           config: MachineConfig, onPVM: Bool, diagnostics: Diagnostics, memory: GuestMemory) throws(BootError) -> LoadedKernel {
+        switch kind {
+        case .flat:
             return try FlatBinaryLoader.load(image, memory: memory)
-        }
-        if try MultibootHeader.find(in: image) != nil {
-            guard initrd == nil else { throw BootError("--initrd needs a Linux kernel; this is a multiboot kernel") }
-            return try MultibootLoader.load(kernel: image, path: config.kernelPath, append: config.append, memory: memory)
-        }
-        if LinuxLoader.isBzImage(image) || LinuxLoader.isELFKernel(image) {
+        case .multiboot:
+            return try MultibootLoader.load(kernel: image, path: config.kernelPath, append: config.append, modules: modules, memory: memory)
+        case .linux:
             let noxsave = onPVM && !config.keptFeatures.contains { $0.name == "xsave" }
             if noxsave {
                 diagnostics.note("PVM keeps XSAVE visible to the guest and KVM's emulator cannot run xrstor: adding noxsave to the kernel command line (--cpuid-unmask xsave to leave it out)")
             }
             return try LinuxLoader.load(kernel: image, initrd: initrd, commandLine: linuxCommandLine(config.append, noxsave: noxsave), memory: memory)
         }
-        if ELFImage.isELF(image) {
-            throw BootError("an ELF file that is neither a 64-bit Linux kernel nor a multiboot kernel")
-        }
-        throw BootError("not a kernel skvm can boot: no multiboot header in the first 8 KiB and no Linux setup header (for a raw real-mode binary, add --flat)")
     }
 
     /// skvm's additions in front of the user's text (later options win in Linux):
@@ -420,6 +444,24 @@ public final class Machine: Sendable {
         statistics.table(
             pioNames: { pio.entry(containing: $0)?.device.name ?? "(none)" },
             mmioNames: { mmio.entry(containing: $0)?.device.name ?? "(none)" })
+    }
+}
+
+/// What pc-testdev needs from the machine: interrupt lines and page remapping.
+struct TestHost: TestDeviceHost {
+    let vm: VirtualMachine
+    let memory: GuestMemory
+    let diagnostics: Diagnostics
+
+    func setIRQ(_ irq: UInt32, level: Bool) {
+        do { try vm.setIRQLine(irq, level: level) } catch { diagnostics.warn("pc-testdev: \(error)") }
+    }
+
+    func flushPage(_ address: UInt64) {
+        // The address comes from the guest: one outside RAM is ignored, with a note.
+        do { try memory.remapPage(at: GuestAddress(address)) } catch {
+            diagnostics.warn("pc-testdev: flush-page \(hex(address)) ignored: \(error)")
+        }
     }
 }
 

@@ -38,8 +38,12 @@ public struct MachineConfig: Sendable {
     public var cpus: Int = 1
     /// Host CPU for each vCPU (vCPU i on pinning[i]), or nil for no pinning.
     public var pinning: [Int]? = nil
-    /// An initial ramdisk for a Linux kernel.
-    public var initrdPath: String? = nil
+    /// --initrd values: one ramdisk for a Linux kernel, or any number of
+    /// multiboot modules, each "FILE [ARGS]" (QEMU's form: the module's string
+    /// is the whole text, the file is its first word).
+    public var initrds: [String] = []
+    /// Add QEMU's pc-testdev ports (--test-device).
+    public var testDevice: Bool = false
     /// CPUID features to hide from the guest (--cpuid-mask), beyond the host policy.
     public var hiddenFeatures: [CPUIDFeature] = []
     /// CPUID features to keep even when the host policy would hide them (--cpuid-unmask).

@@ -49,8 +49,13 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Text for the kernel's command line.", valueName: "text"))
     var append: String = ""
 
-    @Option(name: .long, help: ArgumentHelp("An initial ramdisk for a Linux kernel.", valueName: "file"))
-    var initrd: String?
+    @Option(name: .long, parsing: .singleValue, help: ArgumentHelp(
+        "A Linux kernel's initial ramdisk; or, repeated, multiboot modules as \"FILE [ARGS]\" (the module's string is the whole text, as with QEMU's -initrd).",
+        valueName: "file"))
+    var initrd: [String] = []
+
+    @Flag(name: .customLong("test-device"), help: "Add QEMU's pc-testdev: scratch ports 0xe0-0xeb, flush-page 0xe4, IRQ lines at 0x2000+n, 64 KiB scratch MMIO at 0xff000000.")
+    var testDevice = false
 
     @Option(name: .long, help: ArgumentHelp("Number of vCPUs (listed in an MP table; APs wait for INIT/SIPI).", valueName: "n"))
     var cpus: Int = 1
@@ -115,7 +120,8 @@ struct Run: ParsableCommand {
         config.hiddenFeatures = cpuidMask.compactMap(CPUIDFeature.parse)
         config.keptFeatures = cpuidUnmask.compactMap(CPUIDFeature.parse)
         config.cpus = cpus
-        config.initrdPath = initrd
+        config.initrds = initrd
+        config.testDevice = testDevice
         config.memoryBacking = hugepages ? .hugetlb : .transparentHugepages
         config.prefault = prefault
         config.kernelFormat = flat ? .flat : .auto

@@ -138,7 +138,8 @@ struct MultibootELFLoadTests {
         let loaded = try MultibootLoader.load(
             kernel: standardKernel().build().bytes, path: "/boot/kernel.elf", append: "console=ttyS0 quiet", memory: memory)
         let info = try InfoReadBack(memory: memory, at: loaded.cpu.rbx)
-        #expect(info.flags == 0x245)
+        // QEMU's flag set: memory, boot_device, cmdline, mods, mmap, loader name.
+        #expect(info.flags == 0x24F)
         #expect(info.memLower == 639)
         #expect(info.memUpper == 15 * 1024)  // 16 MiB - 1 MiB, in KiB
         #expect(try InfoReadBack.string(memory, at: info.cmdline) == "/boot/kernel.elf console=ttyS0 quiet")
@@ -154,8 +155,9 @@ struct MultibootELFLoadTests {
 
         // Fields skvm does not fill are zero, not left-over memory (§3.3: only
         // the flagged ones are valid, but a kernel may still look at them).
-        #expect(info.raw.loadLittleEndian(UInt32.self, at: 12) == 0)   // boot_device
-        #expect(info.raw[20..<44].allSatisfy { $0 == 0 })                // mods, syms
+        #expect(info.raw.loadLittleEndian(UInt32.self, at: 12) == 0x8000_FFFF)  // boot_device: no BIOS drive, as QEMU sets it
+        #expect(info.raw.loadLittleEndian(UInt32.self, at: 20) == 0)     // mods_count: no modules
+        #expect(info.raw[28..<44].allSatisfy { $0 == 0 })                // syms
         #expect(info.raw[52..<64].allSatisfy { $0 == 0 })                // drives, config_table
         #expect(info.raw[68..<116].allSatisfy { $0 == 0 })               // apm, vbe, framebuffer
         // Everything the structure points to lies in the block, below 640 KiB, clear of the kernel.
@@ -222,7 +224,7 @@ struct MultibootELFLoadTests {
         let bss = try memory.readBytes(at: GuestAddress(0x1100), count: Int(memorySize - 0x100))
         #expect(bss.allSatisfy { $0 == 0 })
         let info = try InfoReadBack(memory: memory, at: loaded.cpu.rbx)
-        #expect(info.flags == 0x245)
+        #expect(info.flags == 0x24F)
         #expect(try InfoReadBack.string(memory, at: info.cmdline) == "low")
     }
 
@@ -555,6 +557,51 @@ struct MultibootAOutLoadTests {
         #expect(throws: BootError("kernel segment at 0xffffff80 reaches above 4 GiB, which 32-bit protected mode cannot address")) {
             try MultibootLoader.load(kernel: image(load: 0xFFFF_FF80, loadEnd: 0, bssEnd: 0, entry: 0x10_0000),
                                      path: "k", append: "", memory: memory)
+        }
+    }
+}
+
+@Suite("Multiboot modules")
+struct MultibootModuleTests {
+    /// A minimal multiboot ELF32 kernel at 1 MiB asking for page-aligned modules (flag 0).
+    static func kernelImage() -> [UInt8] {
+        ELFBuilder(.elf32, entry: 0x10_0000, segments: [ELFSegmentSpec(address: 0x10_0000, data: [0x90, 0xF4], memorySize: 0x1234)],
+                   multibootHeader: multibootHeader(flags: 0x1)).build().bytes
+    }
+
+    @Test("modules are loaded page aligned after the kernel and listed with their strings (§3.3)")
+    func modules() throws {
+        let memory = try makeGuestMemory(size: 16 << 20)
+        let a = [UInt8](repeating: 0xAB, count: 5000), b: [UInt8] = Array("two\n".utf8)
+        let loaded = try MultibootLoader.load(kernel: Self.kernelImage(), path: "k.elf", append: "x",
+                                              modules: [.init(bytes: a, string: "mod-a.bin one two"), .init(bytes: b, string: "mod-b.txt")],
+                                              memory: memory)
+        let info = GuestAddress(loaded.cpu.rbx)
+        let flags: UInt32 = try memory.read(at: info)
+        #expect(flags & 0x8 != 0)
+        #expect(try memory.read(UInt32.self, at: try #require(info.adding(20))) == 2)
+        let list = GuestAddress(UInt64(try memory.read(UInt32.self, at: try #require(info.adding(24)))))
+        var previousEnd: UInt32 = 0x10_1234
+        for (i, (bytes, string)) in [(a, "mod-a.bin one two"), (b, "mod-b.txt")].enumerated() {
+            let entry = try #require(list.adding(UInt64(i) * 16))
+            let start: UInt32 = try memory.read(at: entry)
+            let end: UInt32 = try memory.read(at: try #require(entry.adding(4)))
+            let stringAddress: UInt32 = try memory.read(at: try #require(entry.adding(8)))
+            #expect(start % 4096 == 0, "module \(i) is page aligned")
+            #expect(start >= previousEnd, "module \(i) starts after the kernel and the module before it")
+            #expect(end - start == UInt32(bytes.count))
+            #expect(try memory.readBytes(at: GuestAddress(UInt64(start)), count: bytes.count) == bytes)
+            #expect(try memory.readCString(at: GuestAddress(UInt64(stringAddress)), maxLength: 100) == Array(string.utf8))
+            previousEnd = end
+        }
+    }
+
+    @Test("a module that does not fit in guest RAM is refused")
+    func moduleTooLarge() throws {
+        let memory = try makeGuestMemory(size: 2 << 20)
+        #expect(throws: BootError.self) {
+            _ = try MultibootLoader.load(kernel: Self.kernelImage(), path: "k", append: "",
+                                         modules: [.init(bytes: [UInt8](repeating: 1, count: 3 << 20), string: "big")], memory: memory)
         }
     }
 }

@@ -216,3 +216,95 @@ public func patternBytes(count: Int, seed: UInt8 = 1) -> [UInt8] {
         return b == 0 ? 0xFF : b
     }
 }
+
+/// Builds a synthetic Linux bzImage: the real-mode setup sectors with a setup
+/// header at 0x1F1, then a protected-mode payload of chosen bytes.
+///
+/// Layout (Documentation/arch/x86/boot.rst, "The Real-Mode Kernel Header"):
+/// the boot sector and the setup sectors take `(effective setup_sects + 1) * 512`
+/// bytes, where a `setup_sects` field of 0 means 4; the payload follows at that
+/// file offset. Every header field a 64-bit loader reads is written explicitly
+/// at its documented offset:
+///
+/// | offset | field             | property              |
+/// |--------|-------------------|-----------------------|
+/// | 0x1F1  | setup_sects       | `setupSectors`        |
+/// | 0x1FE  | boot_flag         | `bootFlag`            |
+/// | 0x200  | jump (0xEB)       | (fixed)               |
+/// | 0x201  | jump offset byte  | `jumpOffset`          |
+/// | 0x202  | header "HdrS"     | `magic`               |
+/// | 0x206  | version           | `version`             |
+/// | 0x211  | loadflags         | `loadflags`           |
+/// | 0x22C  | initrd_addr_max   | `initrdAddressMax`    |
+/// | 0x230  | kernel_alignment  | `kernelAlignment`     |
+/// | 0x234  | relocatable_kernel| `relocatable`         |
+/// | 0x236  | xloadflags        | `xloadflags`          |
+/// | 0x238  | cmdline_size      | `commandLineSize`     |
+/// | 0x258  | pref_address      | `preferredAddress`    |
+/// | 0x260  | init_size         | `initSize`            |
+///
+/// Every other byte of the setup area is `fill` (0 by default), so a test can
+/// fill it with a non-zero value to see exactly which bytes a loader copies.
+/// The defaults describe a valid 64-bit bzImage with protocol 2.15 (as
+/// Linux 6.1's), loaded at 16 MiB.
+public struct BzImageBuilder: Sendable {
+    /// "HdrS", little-endian.
+    public static let headerMagic: UInt32 = 0x5372_6448
+    /// loadflags bit 0, LOADED_HIGH: the payload is loaded at 1 MiB or above (a bzImage).
+    public static let loadedHigh: UInt8 = 0x01
+    /// xloadflags bit 0, XLF_KERNEL_64: the payload has a 64-bit entry point at +0x200.
+    public static let kernel64: UInt16 = 0x01
+
+    /// The raw setup_sects byte at 0x1F1 (0 means 4).
+    public var setupSectors: UInt8 = 4
+    public var bootFlag: UInt16 = 0xAA55
+    /// The byte at 0x201: the setup header ends at 0x202 + this.
+    public var jumpOffset: UInt8 = 0x6A
+    public var magic: UInt32 = BzImageBuilder.headerMagic
+    public var version: UInt16 = 0x020F
+    public var loadflags: UInt8 = BzImageBuilder.loadedHigh
+    public var initrdAddressMax: UInt32 = 0x7FFF_FFFF
+    public var kernelAlignment: UInt32 = 0x20_0000
+    /// relocatable_kernel, written as 1 or 0.
+    public var relocatable: Bool = true
+    public var xloadflags: UInt16 = BzImageBuilder.kernel64
+    /// cmdline_size: the longest command line the kernel takes, without the NUL.
+    public var commandLineSize: UInt32 = 2047
+    public var preferredAddress: UInt64 = 0x100_0000
+    public var initSize: UInt32 = 0x10_0000
+    /// The protected-mode kernel, placed at `kernelOffset`.
+    public var payload: [UInt8]
+    /// Every setup-area byte that is not one of the fields above.
+    public var fill: UInt8 = 0
+
+    public init(payload: [UInt8]) {
+        self.payload = payload
+    }
+
+    /// setup_sects as a loader must read it: 0 means 4.
+    public var effectiveSetupSectors: Int { setupSectors == 0 ? 4 : Int(setupSectors) }
+    /// The file offset of the payload: `(effectiveSetupSectors + 1) * 512`.
+    public var kernelOffset: Int { (effectiveSetupSectors + 1) * 512 }
+    /// The end of the setup header: `0x202 + jumpOffset`.
+    public var headerEnd: Int { 0x202 + Int(jumpOffset) }
+
+    /// The image: `kernelOffset` bytes of setup, then `payload`.
+    public func build() -> [UInt8] {
+        var bytes = [UInt8](repeating: fill, count: kernelOffset)
+        bytes[0x1F1] = setupSectors
+        bytes.storeLittleEndian(bootFlag, at: 0x1FE)
+        bytes[0x200] = 0xEB  // jmp short
+        bytes[0x201] = jumpOffset
+        bytes.storeLittleEndian(magic, at: 0x202)
+        bytes.storeLittleEndian(version, at: 0x206)
+        bytes[0x211] = loadflags
+        bytes.storeLittleEndian(initrdAddressMax, at: 0x22C)
+        bytes.storeLittleEndian(kernelAlignment, at: 0x230)
+        bytes[0x234] = relocatable ? 1 : 0
+        bytes.storeLittleEndian(xloadflags, at: 0x236)
+        bytes.storeLittleEndian(commandLineSize, at: 0x238)
+        bytes.storeLittleEndian(preferredAddress, at: 0x258)
+        bytes.storeLittleEndian(initSize, at: 0x260)
+        return bytes + payload
+    }
+}

@@ -41,6 +41,8 @@ static const unsigned long CKVM_IRQFD = KVM_IRQFD;
 static const unsigned long CKVM_IOEVENTFD = KVM_IOEVENTFD;
 static const unsigned long CKVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
 static const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
+static const unsigned long CKVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
+static const unsigned long CKVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
 
 // vCPU ioctls, on the fd KVM_CREATE_VCPU returns.
 static const unsigned long CKVM_RUN = KVM_RUN;
