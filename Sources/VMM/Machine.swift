@@ -207,6 +207,11 @@ public final class Machine: Sendable {
         }
         self.mmio = mmio
 
+        let tracer: Tracer?
+        do { tracer = config.trace.isEmpty ? nil : try Tracer(options: config.trace, path: config.traceFile) } catch {
+            throw VMMError(error.message, status: ExitStatus.usage)
+        }
+
         // 6. The vCPUs. Application processors keep KVM's reset state: they
         // wait in the in-kernel LAPIC for INIT and SIPI from the boot CPU.
         var runners: [VCPURunner] = []
@@ -220,7 +225,7 @@ public final class Machine: Sendable {
             }
             stopController.register(run: vcpu.runPage, thread: nil)
             runners.append(VCPURunner(vcpu: vcpu, pio: pio, mmio: mmio, stopController: stopController,
-                                      diagnostics: diagnostics, hostCPU: config.pinning?[id]))
+                                      diagnostics: diagnostics, hostCPU: config.pinning?[id], tracer: tracer))
         }
         self.runners = runners
     }

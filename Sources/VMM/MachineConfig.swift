@@ -44,6 +44,9 @@ public struct MachineConfig: Sendable {
     public var initrds: [String] = []
     /// Add QEMU's pc-testdev ports (--test-device).
     public var testDevice: Bool = false
+    /// What to trace (--trace), and where (--trace-file; nil: stderr).
+    public var trace: TraceOptions = []
+    public var traceFile: String? = nil
     /// CPUID features to hide from the guest (--cpuid-mask), beyond the host policy.
     public var hiddenFeatures: [CPUIDFeature] = []
     /// CPUID features to keep even when the host policy would hide them (--cpuid-unmask).

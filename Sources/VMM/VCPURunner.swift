@@ -32,9 +32,15 @@ final class VCPURunner: @unchecked Sendable {
 
     /// The host CPU to pin this vCPU's thread to, if any.
     let hostCPU: Int?
+    /// What to trace (empty: nothing; one test per exit).
+    let trace: TraceOptions
+    let tracer: Tracer?
 
-    init(vcpu: VCPU, pio: Bus, mmio: Bus, stopController: StopController, diagnostics: Diagnostics, hostCPU: Int? = nil) {
+    init(vcpu: VCPU, pio: Bus, mmio: Bus, stopController: StopController, diagnostics: Diagnostics, hostCPU: Int? = nil,
+         tracer: Tracer? = nil) {
         self.hostCPU = hostCPU
+        self.tracer = tracer
+        self.trace = tracer?.options ?? []
         self.vcpu = vcpu
         self.pio = pio
         self.mmio = mmio
@@ -70,6 +76,7 @@ final class VCPURunner: @unchecked Sendable {
             guard exited else { continue }  // EINTR: re-check whether we are stopping
             let reason = page.exitReason
             statistics.count(reason: reason)
+            if !trace.isEmpty { traceExit(reason) }
             switch Int32(bitPattern: reason) {
             case KVM_EXIT_IO: handlePortIO(page)
             case KVM_EXIT_MMIO: handleMMIO(page)
@@ -107,6 +114,7 @@ final class VCPURunner: @unchecked Sendable {
         if diagnostics.collectStatistics { statistics.pio.increment(port, isWrite: isWrite) }
         guard let entry = pio.entry(containing: port) else {
             if !isWrite { for i in 0..<page.ioCount { page.setIOData(i, UInt32.max) } }
+            if trace.contains(.pio) { tracePIO(port, isWrite: isWrite, size: size, value: UInt64(page.ioData(0)), device: nil) }
             logUnhandled("port", port, isWrite: isWrite, size: size, value: isWrite ? UInt64(page.ioData(0)) : nil)
             return
         }
@@ -118,6 +126,7 @@ final class VCPURunner: @unchecked Sendable {
             } else {
                 page.setIOData(i, UInt32(truncatingIfNeeded: entry.device.read(offset: offset, size: size)))
             }
+            if trace.contains(.pio) { tracePIO(port, isWrite: isWrite, size: size, value: UInt64(page.ioData(i)), device: entry.device.name) }
         }
     }
 
@@ -132,15 +141,39 @@ final class VCPURunner: @unchecked Sendable {
         // Widths a CPU can produce: 1, 2, 4, 8 (KVM may split wider accesses).
         guard size == 1 || size == 2 || size == 4 || size == 8, let entry = mmio.entry(containing: address) else {
             if !isWrite { page.setMMIOData(UInt64.max) }
+            if trace.contains(.mmio) { traceMMIO(address, isWrite: isWrite, size: size, value: isWrite ? page.mmioData : allOnes(min(max(size, 1), 8)), device: nil) }
             logUnhandled("MMIO address", address, isWrite: isWrite, size: size, value: isWrite ? page.mmioData : nil)
             return
         }
         let offset = address - entry.base
         if isWrite {
             entry.device.write(offset: offset, size: size, value: page.mmioData)
+            if trace.contains(.mmio) { traceMMIO(address, isWrite: true, size: size, value: page.mmioData, device: entry.device.name) }
         } else {
-            page.setMMIOData(entry.device.read(offset: offset, size: size))
+            let value = entry.device.read(offset: offset, size: size)
+            page.setMMIOData(value)
+            if trace.contains(.mmio) { traceMMIO(address, isWrite: false, size: size, value: value, device: entry.device.name) }
         }
+    }
+
+    // MARK: Tracing (cold: only with --trace)
+
+    private func traceExit(_ reason: UInt32) {
+        // IO and MMIO exits get a line of their own when those are traced.
+        let r = Int32(bitPattern: reason)
+        if r == KVM_EXIT_IO && trace.contains(.pio) || r == KVM_EXIT_MMIO && trace.contains(.mmio) { return }
+        guard trace.contains(.exits) else { return }
+        tracer?.emit("vcpu \(vcpu.id): exit \(exitReasonName(reason))")
+    }
+
+    private func tracePIO(_ port: UInt64, isWrite: Bool, size: Int, value: UInt64, device: String?) {
+        let arrow = isWrite ? "->" : "<-"
+        tracer?.emit("vcpu \(vcpu.id): pio \(isWrite ? "out" : "in ") \(hex4(port)) \(size) byte\(size == 1 ? " " : "s") \(Tracer.data(value, size: size)) \(arrow) \(device ?? "(none)")")
+    }
+
+    private func traceMMIO(_ address: UInt64, isWrite: Bool, size: Int, value: UInt64, device: String?) {
+        let arrow = isWrite ? "->" : "<-"
+        tracer?.emit("vcpu \(vcpu.id): mmio \(isWrite ? "write" : "read ") \(hex(address)) \(size) byte\(size == 1 ? " " : "s") \(Tracer.data(value, size: size)) \(arrow) \(device ?? "(none)")")
     }
 
     /// Logs an access no device claimed, once per address and direction.

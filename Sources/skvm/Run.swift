@@ -84,6 +84,14 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Stop the VM after this many seconds (exit status 10).", valueName: "seconds"))
     var timeout: Double?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Print each event: exits (every VM exit by reason), pio (port, direction, size, data, device), mmio, virtio; comma-separated, or all.",
+        valueName: "what"))
+    var trace: String?
+
+    @Option(name: .customLong("trace-file"), help: ArgumentHelp("Write --trace lines to this file instead of stderr.", valueName: "file"))
+    var traceFile: String?
+
     @Flag(name: .long, help: "At exit, print a table of VM exits by reason, port and MMIO address.")
     var stats = false
 
@@ -120,6 +128,16 @@ struct Run: ParsableCommand {
         config.hiddenFeatures = cpuidMask.compactMap(CPUIDFeature.parse)
         config.keptFeatures = cpuidUnmask.compactMap(CPUIDFeature.parse)
         config.cpus = cpus
+        if let trace {
+            guard let options = TraceOptions.parse(trace) else {
+                printError("skvm: --trace '\(trace)' is not a list of exits, pio, mmio, virtio or all")
+                throw ExitWithStatus(status: ExitStatus.usage)
+            }
+            config.trace = options
+        } else if traceFile != nil {
+            config.trace = [.exits, .pio, .mmio, .virtio]
+        }
+        config.traceFile = traceFile
         config.initrds = initrd
         config.testDevice = testDevice
         config.memoryBacking = hugepages ? .hugetlb : .transparentHugepages

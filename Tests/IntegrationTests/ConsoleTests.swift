@@ -73,3 +73,40 @@ struct ConsoleTests {
         #expect(r.stderr.contains("0xc0001000"))
     }
 }
+
+@Suite("Tracing", .enabled(if: Harness.runKVMTests, "no usable /dev/kvm"))
+struct TraceTests {
+    @Test("--trace pio --trace-file: one line per port access, with the device")
+    func pioTrace() throws {
+        _ = try requireGuest("hello-real.bin")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-trace-\(getpid()).txt").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let r = try Harness.run(["run", "--flat", "--quiet", "--kernel", "guests/build/hello-real.bin", "--trace", "pio", "--trace-file", file])
+        #expect(r.status == 0)
+        #expect(r.stdout == "Hello from real mode!\n")
+        let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 45)
+        #expect(lines[0] == "vcpu 0: pio in  0x03fd 1 byte  0x60 <- serial (COM1)")
+        #expect(lines[1] == "vcpu 0: pio out 0x03f8 1 byte  0x48 -> serial (COM1)")  // 'H'
+        #expect(lines.last == "vcpu 0: pio out 0x0064 1 byte  0xfe -> i8042")
+    }
+
+    @Test("--trace exits,mmio: the fault's exit and unclaimed MMIO with its all-ones answer")
+    func exitsAndMMIO() throws {
+        _ = try requireGuest("unhandled-io.elf")
+        _ = try requireGuest("triple-fault.elf")
+        let mmio = try Harness.run(["run", "--quiet", "--kernel", "guests/build/unhandled-io.elf", "--trace", "mmio"])
+        #expect(mmio.stderr.contains("vcpu 0: mmio read  0xc0001000 4 bytes 0xffffffff <- (none)"))
+        #expect(mmio.stderr.contains("vcpu 0: mmio write 0xc0001000 4 bytes 0x00000000 -> (none)"))
+        let fault = try Harness.run(["run", "--quiet", "--kernel", "guests/build/triple-fault.elf", "--trace", "exits"])
+        #expect(fault.status == 6)
+        #expect(fault.stderr.contains("vcpu 0: exit SHUTDOWN"))
+        #expect(fault.stderr.contains("vcpu 0: exit IO"))
+    }
+
+    @Test("a bad --trace is one line, status 2")
+    func badTrace() throws {
+        BadInputTests.expectOneLineError(try Harness.run(["run", "--kernel", "guests/build/echo.elf", "--trace", "everything"]),
+                                         containing: "--trace 'everything' is not a list")
+    }
+}
