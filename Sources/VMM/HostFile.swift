@@ -14,18 +14,10 @@ func readInputFile(_ path: String, what: String, limit: Int = 1 << 30) throws(Co
     guard st.st_mode & S_IFMT == S_IFREG else { throw ConfigError("\(what) '\(path)' is not a regular file") }
     guard st.st_size > 0 else { throw ConfigError("\(what) '\(path)' is empty") }
     guard st.st_size <= limit else { throw ConfigError("\(what) '\(path)' is larger than \(limit >> 20) MiB") }
-    var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-    var done = 0
-    while done < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { buf in
-            read(fd, buf.baseAddress.unsafelyUnwrapped.advanced(by: done), buf.count - done)
-        }
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else {
-            if n == 0 { throw ConfigError("\(what) '\(path)' shrank while being read") }
-            throw ConfigError("cannot read \(what) '\(path)': \(String(cString: strerror(errno)))")
-        }
-        done += n
+    // Read to the end rather than trusting st_size, with the same limit.
+    guard let bytes = readToEnd(fd, limit: limit) else {
+        throw ConfigError("cannot read \(what) '\(path)': \(String(cString: strerror(errno)))")
     }
+    guard !bytes.isEmpty else { throw ConfigError("\(what) '\(path)' is empty") }
     return bytes
 }

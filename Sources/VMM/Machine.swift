@@ -418,7 +418,7 @@ public final class Machine: Sendable {
                 }
             }
             if fds.count > 2 && fds[2].revents != 0 {
-                let n = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+                let n = readSome(STDIN_FILENO, into: &buffer)
                 if n > 0 {
                     for b in buffer[0..<n] {
                         switch escape.process(b) {
@@ -427,7 +427,7 @@ public final class Machine: Sendable {
                         case .none: break
                         }
                     }
-                } else if n == 0 || (errno != EINTR && errno != EAGAIN) {
+                } else if n == 0 || (n != -Int(EINTR) && n != -Int(EAGAIN)) {
                     inputOpen = false  // EOF or a dead stdin: the guest simply gets no more input
                 }
             }

@@ -64,14 +64,7 @@ public final class Tracer: Sendable {
 
     /// Writes `line` and a newline in one write(2).
     public func emit(_ line: String) {
-        var bytes = Array((line + "\n").utf8)
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress.unsafelyUnwrapped.advanced(by: done), $0.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return }
-            done += n
-        }
+        writeAll(fd, Array((line + "\n").utf8))
     }
 
     /// "0x48" for 1 byte, "0x0048" for 2, with the width's leading zeros.

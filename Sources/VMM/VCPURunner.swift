@@ -255,12 +255,5 @@ public final class Diagnostics: Sendable {
 
 /// Writes `line` and a newline to stderr in one write(2).
 public func printError(_ line: String) {
-    var bytes = Array((line + "\n").utf8)
-    var done = 0
-    while done < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress.unsafelyUnwrapped.advanced(by: done), $0.count - done) }
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else { return }
-        done += n
-    }
+    writeAll(STDERR_FILENO, Array((line + "\n").utf8))
 }

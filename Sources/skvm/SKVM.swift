@@ -65,18 +65,11 @@ func writeFileAtomically(_ path: String, _ text: String) throws(KVMErrorLike) {
     let temporary = path + ".tmp-\(getpid())"
     let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw KVMErrorLike(String(cString: strerror(errno))) }
-    var bytes = Array(text.utf8)
-    var done = 0
-    while done < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress.unsafelyUnwrapped.advanced(by: done), $0.count - done) }
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else {
-            let e = errno
-            close(fd)
-            unlink(temporary)
-            throw KVMErrorLike(String(cString: strerror(e)))
-        }
-        done += n
+    guard writeAll(fd, Array(text.utf8)) else {
+        let e = errno
+        close(fd)
+        unlink(temporary)
+        throw KVMErrorLike(String(cString: strerror(e)))
     }
     guard fsync(fd) == 0, close(fd) == 0, rename(temporary, path) == 0 else {
         let e = errno
