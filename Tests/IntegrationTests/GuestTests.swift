@@ -109,4 +109,18 @@ struct GuestTests {
         #expect(r.stderr == "")
         #expect(r.status == 0)
     }
+
+    @Test("Timer: PIT -> PIC -> LAPIC interrupts arrive with no userspace exits for them")
+    func timer() throws {
+        _ = try requireGuest("timer.elf")
+        let r = try Harness.run(["run", "--kernel", "guests/build/timer.elf", "--stats"])
+        #expect(r.stdout == """
+            timer: PIC at vector 0x20, PIT channel 0 at 100 Hz, waiting for 10 ticks
+            timer: 10 ticks arrived through PIT -> PIC -> LAPIC LINT0 -> IDT vector 0x20
+
+            """)
+        #expect(r.status == 1)
+        // The PIT and PIC are KVM's: their ports never reach skvm.
+        #expect(!r.stderr.contains("0x0040") && !r.stderr.contains("0x0020 "))
+    }
 }
