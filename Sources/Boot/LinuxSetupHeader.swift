@@ -13,6 +13,7 @@
 public struct LinuxSetupHeader: Equatable, Sendable {
     // Offsets into the image (= into boot_params), boot.rst's table.
     static let setupSectsOffset = 0x1F1
+    static let syssizeOffset = 0x1F4
     static let bootFlagOffset = 0x1FE
     static let jumpOffset = 0x200
     static let headerOffset = 0x202
@@ -55,6 +56,8 @@ public struct LinuxSetupHeader: Equatable, Sendable {
     public let preferredAddress: UInt64
     /// Bytes of memory the kernel needs from its load address to decompress and start.
     public let initSize: UInt32
+    /// Size of the protected-mode code in bytes (syssize, counted in 16-byte paragraphs).
+    public let protectedModeSize: Int
 
     /// Parses and validates the header of `image`.
     public init(_ image: [UInt8]) throws(BootError) {
@@ -67,7 +70,7 @@ public struct LinuxSetupHeader: Equatable, Sendable {
             let xloadflags = r.u16(Self.xloadflagsOffset), let relocatable = r.u8(Self.relocatableOffset),
             let alignment = r.u32(Self.kernelAlignmentOffset), let initrdMax = r.u32(Self.initrdAddrMaxOffset),
             let cmdlineSize = r.u32(Self.cmdlineSizeOffset), let pref = r.u64(Self.prefAddressOffset),
-            let initSize = r.u32(Self.initSizeOffset)
+            let initSize = r.u32(Self.initSizeOffset), let syssize = r.u32(Self.syssizeOffset)
         else { throw BootError("the bzImage setup header is truncated") }
         guard version >= Self.minimumVersion else {
             throw BootError("boot protocol \(Self.versionString(version)) is too old: skvm needs \(Self.versionString(Self.minimumVersion)) (Linux 3.8 or later) for the 64-bit entry point")
@@ -89,8 +92,16 @@ public struct LinuxSetupHeader: Equatable, Sendable {
         self.commandLineSize = cmdlineSize
         self.preferredAddress = pref
         self.initSize = initSize
+        self.protectedModeSize = Int(syssize) * 16
         guard kernelOffset < image.count else {
             throw BootError("the bzImage is truncated: its setup code (\(kernelOffset) bytes) is longer than the file")
+        }
+        // syssize (protocol 2.04+: 32 bits) says how long the protected-mode
+        // part is, rounded up to 16 bytes (arch/x86/boot/tools/build.c), so
+        // the file may end up to 15 bytes early; a shorter one would fail
+        // inside the guest's decompressor.
+        guard image.count - kernelOffset + 15 >= protectedModeSize else {
+            throw BootError("the bzImage is truncated: its header announces \(protectedModeSize) bytes of kernel after the setup code, the file has \(image.count - kernelOffset)")
         }
         // The header is copied into boot_params, where it must end before the
         // EDD signature buffer at 0x290 (arch/x86/include/uapi/asm/bootparam.h).

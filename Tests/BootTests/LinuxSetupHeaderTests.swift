@@ -219,3 +219,23 @@ struct HostileSetupHeaderTests {
         expectBootError(containing: "impossible length") { try LinuxSetupHeader(b.build()) }
     }
 }
+
+@Suite("LinuxSetupHeader: truncation against syssize")
+struct LinuxSetupHeaderTruncationTests {
+    @Test("a payload shorter than syssize announces is a truncated bzImage")
+    func truncated() throws {
+        var b = BzImageBuilder(payload: [UInt8](repeating: 0x90, count: 4096))
+        b.syssize = 4096 / 16 + 1
+        #expect(throws: BootError.self) { _ = try LinuxSetupHeader(b.build()) }
+        do { _ = try LinuxSetupHeader(b.build()) } catch {
+            #expect(error.message.contains("the bzImage is truncated: its header announces 4112 bytes of kernel after the setup code, the file has 4096"))
+        }
+    }
+
+    @Test("syssize rounds up to 16 bytes: a payload that fills its last paragraph partly is whole")
+    func roundedUp() throws {
+        let b = BzImageBuilder(payload: [UInt8](repeating: 0x90, count: 4100))
+        let h = try LinuxSetupHeader(b.build() + [UInt8](repeating: 0, count: 12))
+        #expect(h.protectedModeSize == 4112)
+    }
+}

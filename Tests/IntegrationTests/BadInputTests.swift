@@ -116,3 +116,33 @@ struct BadKernelTests {
         BadInputTests.expectOneLineError(r, containing: "is more than this host's KVM can address")
     }
 }
+
+@Suite("Bad Linux kernels", .enabled(if: Harness.runKVMTests, "no usable /dev/kvm"))
+struct BadLinuxKernelTests {
+    static func debianBzImage() throws -> [UInt8] {
+        try #require(LinuxAssets.built, "Linux assets are not built: run 'make linux'")
+        return [UInt8](try Data(contentsOf: URL(fileURLWithPath: LinuxAssets.bzImage)))
+    }
+
+    @Test("A truncated bzImage is refused before anything runs")
+    func truncated() throws {
+        let bytes = try Self.debianBzImage()
+        let r = try Harness.run(["run", "--kernel", try BadInputTests.tempFile(Array(bytes.prefix(bytes.count / 2)))])
+        BadInputTests.expectOneLineError(r, containing: "the bzImage is truncated")
+    }
+
+    @Test("A 32-bit-only kernel (no XLF_KERNEL_64) is refused")
+    func thirtyTwoBit() throws {
+        var bytes = try Self.debianBzImage()
+        bytes[0x236] &= ~0x01
+        let r = try Harness.run(["run", "--kernel", try BadInputTests.tempFile(bytes)])
+        BadInputTests.expectOneLineError(r, containing: "a 32-bit kernel (XLF_KERNEL_64 is not set)")
+    }
+
+    @Test("Two initrds for a Linux kernel are refused")
+    func twoInitrds() throws {
+        try #require(LinuxAssets.built, "Linux assets are not built: run 'make linux'")
+        let r = try Harness.run(["run", "--kernel", LinuxAssets.vmlinux, "--initrd", LinuxAssets.initrd, "--initrd", LinuxAssets.initrd])
+        BadInputTests.expectOneLineError(r, containing: "--initrd is given 2 times; a Linux kernel takes one initrd")
+    }
+}

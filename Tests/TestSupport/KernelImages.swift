@@ -276,6 +276,8 @@ public struct BzImageBuilder: Sendable {
     public var payload: [UInt8]
     /// Every setup-area byte that is not one of the fields above.
     public var fill: UInt8 = 0
+    /// syssize (0x1F4) in 16-byte paragraphs; nil: the payload's own length, rounded up.
+    public var syssize: UInt32? = nil
 
     public init(payload: [UInt8]) {
         self.payload = payload
@@ -292,6 +294,7 @@ public struct BzImageBuilder: Sendable {
     public func build() -> [UInt8] {
         var bytes = [UInt8](repeating: fill, count: kernelOffset)
         bytes[0x1F1] = setupSectors
+        bytes.storeLittleEndian(syssize ?? UInt32((payload.count + 15) / 16), at: 0x1F4)
         bytes.storeLittleEndian(bootFlag, at: 0x1FE)
         bytes[0x200] = 0xEB  // jmp short
         bytes[0x201] = jumpOffset
