@@ -110,8 +110,8 @@ public enum MultibootLoader {
     }
 
     /// Loads `kernel` (read from `path`) into `memory` and prepares its boot state.
-    /// The kernel's command line is `path`, a space, then `append` (as GRUB and QEMU give it).
-    /// `modules` are placed one after another, each page aligned, after the kernel.
+    /// The kernel's command line is `path`, a space, then `append` (as QEMU gives it,
+    /// the space included when `append` is empty). `modules` are placed one after another, each page aligned, after the kernel.
     public static func load(kernel: [UInt8], path: String, append: String, modules: [ModuleFile] = [],
                             memory: GuestMemory) throws(BootError) -> LoadedKernel {
         guard let header = try MultibootHeader.find(in: kernel) else {
@@ -159,7 +159,8 @@ public enum MultibootLoader {
             if let r = GuestRange(start: GuestAddress(next), length: size) { ranges.append(r) }
             next = (next + size + 0xFFF) & ~0xFFF
         }
-        let commandLine = append.isEmpty ? path : path + " " + append
+        // QEMU builds it as "%s %s": the space is there even with no append.
+        let commandLine = path + " " + append
         let info = try MultibootInfo.write(commandLine: commandLine, modules: loaded, memory: memory, avoiding: ranges)
         var cpu = BootCPUState(
             rip: entry, cs: .flat32(selector: BootGDT.codeSelector, code: true),

@@ -7,6 +7,13 @@
 // rewinds to its first byte; reads past the end, and reads of items that do
 // not exist, return 0. Writes to the data port are ignored (the spec
 // deprecates them). The DMA interface is not offered (the ID item says so).
+//
+// The two ports behave as QEMU 7.2's combined region does (hw/nvram/fw_cfg.c,
+// fw_cfg_comb_read/write), so even odd accesses agree: any read of either port
+// returns the next data byte (wider reads fill the upper bytes with ones); a
+// 16-bit write to either port selects, other writes do nothing. In the key,
+// bit 14 (the write channel) is ignored and bit 15 picks the architecture's
+// own items (x86: 0x8002, FW_CFG_IRQ0_OVERRIDE, which QEMU sets to 1 under KVM).
 
 import Synchronization
 
@@ -21,6 +28,7 @@ public final class FirmwareConfig: BusDevice {
         case ramSize = 0x03       // u64
         case cpuCount = 0x05      // u16: CPUs at boot
         case maxCPUs = 0x0F       // u16
+        case irq0Override = 0x8002   // x86-specific (bit 15): u32, 1
         case commandLineSize = 0x14  // u32, including the NUL
         case commandLineData = 0x15  // the bytes, NUL-terminated
     }
@@ -52,6 +60,7 @@ public final class FirmwareConfig: BusDevice {
             Key.ramSize.rawValue: le(ramSize, 8),
             Key.cpuCount.rawValue: le(UInt64(cpus), 2),
             Key.maxCPUs.rawValue: le(UInt64(cpus), 2),
+            Key.irq0Override.rawValue: le(1, 4),
         ]
         if let linuxCommandLine {
             let cmdline = Array(linuxCommandLine.utf8) + [0]
@@ -62,24 +71,21 @@ public final class FirmwareConfig: BusDevice {
     }
 
     public func read(offset: UInt64, size: Int) -> UInt64 {
-        guard offset == Self.dataPortOffset else { return 0 }  // the selector is write-only; reads give 0 as in QEMU
+        guard offset <= Self.dataPortOffset else { return allOnes(size) }
         return state.withLock { s in
-            // A wider read returns successive bytes, little-endian, as QEMU's port does.
-            var value: UInt64 = 0
-            for i in 0..<min(size, 8) {
-                var byte: UInt8 = 0
-                if let item = items[s.selected], s.offset < item.count { byte = item[s.offset] }
-                if s.offset < Int.max { s.offset += 1 }
-                value |= UInt64(byte) << (8 * UInt64(i))
-            }
-            return value
+            var byte: UInt8 = 0
+            if let item = items[s.selected], s.offset < item.count { byte = item[s.offset] }
+            if s.offset < Int.max { s.offset += 1 }
+            // One data byte per access, whatever its width; the rest reads as ones.
+            return (allOnes(size) & ~0xFF) | UInt64(byte)
         }
     }
 
     public func write(offset: UInt64, size: Int, value: UInt64) {
-        guard offset == 0 else { return }  // data-port writes are deprecated and ignored
+        guard offset <= Self.dataPortOffset, size == 2 else { return }  // 1-byte data writes are deprecated; others invalid
         state.withLock { s in
-            s.selected = UInt16(truncatingIfNeeded: value)
+            let key = UInt16(truncatingIfNeeded: value)
+            s.selected = key & 0xBFFF  // drop the write-channel bit, keep the architecture bit
             s.offset = 0
         }
     }

@@ -35,7 +35,8 @@ public final class TestDevicePorts: BusDevice {
             let lane = Int(offset & 3)
             let bytes = min(size, 4 - lane)
             let value = scratch.withLock { $0 } >> (8 * UInt32(lane))
-            return UInt64(value) & allOnes(bytes)
+            // Bytes past the register's end read as ones, as an unclaimed port does.
+            return (UInt64(value) & allOnes(bytes)) | (allOnes(size) & ~allOnes(bytes))
         default:
             return allOnes(size)  // flush-page is write-only
         }

@@ -91,7 +91,8 @@ public final class Machine: Sendable {
                 for spec in config.initrds {
                     // QEMU's form: "FILE ARGS"; the module's string is the whole text.
                     let path = String(spec.prefix { $0 != " " })
-                    modules.append(.init(bytes: try readInputFile(path, what: "multiboot module", limit: 1 << 30), string: spec))
+                    // An empty module is valid (QEMU loads it with mod_end == mod_start).
+                    modules.append(.init(bytes: try readInputFile(path, what: "multiboot module", limit: 1 << 30, allowEmpty: true), string: spec))
                 }
             case .flat:
                 guard config.initrds.isEmpty else { throw ConfigError("--initrd needs a Linux or multiboot kernel, not a flat binary") }

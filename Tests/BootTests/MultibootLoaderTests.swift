@@ -166,12 +166,12 @@ struct MultibootELFLoadTests {
         }
     }
 
-    @Test("with an empty append the command line is just the path")
+    @Test("with an empty append the command line is the path and a space, as QEMU builds it (\"%s %s\")")
     func commandLineWithoutAppend() throws {
         let memory = try machineMemory(size: 16 * mib)
         let loaded = try MultibootLoader.load(kernel: standardKernel().build().bytes, path: "path", append: "", memory: memory)
         let info = try InfoReadBack(memory: memory, at: loaded.cpu.rbx)
-        #expect(try InfoReadBack.string(memory, at: info.cmdline) == "path")
+        #expect(try InfoReadBack.string(memory, at: info.cmdline) == "path ")
     }
 
     @Test("a command line with a NUL byte is refused")
@@ -225,7 +225,7 @@ struct MultibootELFLoadTests {
         #expect(bss.allSatisfy { $0 == 0 })
         let info = try InfoReadBack(memory: memory, at: loaded.cpu.rbx)
         #expect(info.flags == 0x24F)
-        #expect(try InfoReadBack.string(memory, at: info.cmdline) == "low")
+        #expect(try InfoReadBack.string(memory, at: info.cmdline) == "low ")  // path, space, empty append
     }
 
     @Test("a kernel filling low memory leaves no room for the information block")
