@@ -9,30 +9,35 @@ struct Run: ParsableCommand {
         abstract: "Boot a kernel in a new virtual machine.",
         discussion: """
             Kernel formats, detected from the file:
-              Linux           a bzImage or an uncompressed ELF vmlinux (64-bit), entered through the
-                              64-bit boot protocol with --initrd and --append; skvm puts
-                              "console=ttyS0 reboot=k panic=-1" (and on PVM hosts "noxsave") in
-                              front of --append.
-              multiboot (v1)  an ELF or a.out-kludge kernel with a multiboot header in its first
-                              8 KiB, entered in 32-bit protected mode as GRUB and QEMU do; its
-                              command line is the kernel's path, a space, then --append.
-              flat (--flat)   a raw real-mode binary, loaded at 0x1000 and entered at 0000:1000.
+              Linux      a bzImage or an uncompressed ELF vmlinux (64-bit),
+                         entered through the 64-bit boot protocol; skvm puts
+                         "console=ttyS0 reboot=k panic=-1" (and on PVM hosts
+                         "noxsave") in front of --append.
+              multiboot  (v1) an ELF or a.out-kludge kernel with a multiboot
+                         header in its first 8 KiB, entered in 32-bit
+                         protected mode as GRUB and QEMU do; its command line
+                         is the kernel's path, a space, then --append.
+              --flat     a raw real-mode binary, loaded at 0x1000 and
+                         entered at 0000:1000.
 
-            Devices: COM1 (16550 UART at port 0x3f8, IRQ 4) on stdin/stdout; the i8042 reset line
-            (port 0x64, command 0xfe); QEMU's debug-exit port 0xf4.
+            Devices: COM1 (16550 UART, port 0x3f8, IRQ 4) on stdin/stdout;
+            the i8042 reset line (port 0x64, command 0xfe); the CMOS clock
+            (0x70); fw_cfg (0x510); QEMU's debug-exit port 0xf4; with
+            --test-device, QEMU's pc-testdev. PIC, IOAPIC, LAPIC and PIT are
+            KVM's in-kernel models.
 
-            Console: when stdin is a terminal it is put in raw mode; type Ctrl-A x to quit,
-            Ctrl-A Ctrl-A to send a Ctrl-A to the guest.
+            Console: when stdin is a terminal it is put in raw mode. Ctrl-A x
+            quits; Ctrl-A Ctrl-A sends one Ctrl-A to the guest.
 
             Exit status:
-              0        the guest reset or powered off the machine, or Ctrl-A x
-              odd      the guest wrote v to port 0xf4: status (v << 1) | 1
-              2        bad command line or input file (nothing was started)
-              4        the host could not run the VM (no /dev/kvm, a KVM call failed)
-              6        the guest triple-faulted
-              8        KVM could not run the guest's code (entry or emulation failure)
-              10       the VM ran longer than --timeout
-              128+n    stopped by signal n (130 for SIGINT, 143 for SIGTERM)
+              0      the guest reset or powered off the machine, or Ctrl-A x
+              odd    the guest wrote v to port 0xf4: (v << 1) | 1
+              2      bad command line or input file (nothing was started)
+              4      the host could not run the VM (see skvm check)
+              6      the guest triple-faulted
+              8      KVM could not run the guest's code
+              10     the VM ran longer than --timeout
+              128+n  stopped by signal n (130 SIGINT, 143 SIGTERM)
             """)
 
     @Option(name: .long, help: ArgumentHelp("The kernel to boot.", valueName: "file"))
