@@ -24,6 +24,8 @@ let package = Package(
         .target(name: "Boot", dependencies: ["CKVM", "Memory"]),
         // The bus and the legacy devices (UART, i8042, debug-exit). No KVM here.
         .target(name: "Devices", dependencies: ["Memory"]),
+        // The split virtqueue, descriptor chains, feature bits, the VirtioDevice protocol.
+        .target(name: "VirtioQueue", dependencies: ["Memory"]),
         // Builds a machine from a configuration and runs it.
         .target(name: "VMM", dependencies: ["CKVM", "KVM", "Memory", "Boot", "Devices"]),
         // The benchmark's floor: a bare KVM_RUN loop in C.
@@ -41,10 +43,11 @@ let package = Package(
                 "VMM", "KVM", "CKVM", "Boot", "Bench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .target(name: "TestSupport", dependencies: ["Memory", "Devices"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Memory", "Devices", "VirtioQueue"], path: "Tests/TestSupport"),
         .testTarget(name: "MemoryTests", dependencies: ["Memory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "Memory", "TestSupport"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "TestSupport"]),
+        .testTarget(name: "VirtioQueueTests", dependencies: ["VirtioQueue", "TestSupport", "Memory"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "TestSupport"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TestSupport"]),

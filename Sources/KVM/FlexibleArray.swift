@@ -6,7 +6,7 @@
 // u32, then N entries", so one helper lays them out in a byte buffer.
 
 /// A `{ u32 count; u32 pad; Entry entries[]; }` block for an ioctl.
-struct FlexibleArray<Entry: BitwiseCopyable> {
+struct FlexibleArray<Entry> {
     /// The header (two 32-bit words) and then the entries, as bytes.
     private(set) var bytes: [UInt8]
     private let headerSize = 8
@@ -22,8 +22,11 @@ struct FlexibleArray<Entry: BitwiseCopyable> {
         self.init(capacity: entries.count)
         bytes.withUnsafeMutableBytes { raw in
             for (i, e) in entries.enumerated() {
-                // SAFETY: the buffer has headerSize + count * stride bytes.
-                raw.storeBytes(of: e, toByteOffset: headerSize + i * MemoryLayout<Entry>.stride, as: Entry.self)
+                // SAFETY: the buffer has headerSize + count * stride bytes; Entry is a
+                // plain C struct (unions included), copied byte for byte.
+                withUnsafeBytes(of: e) { source in
+                    UnsafeMutableRawBufferPointer(rebasing: raw[(headerSize + i * MemoryLayout<Entry>.stride)...]).copyMemory(from: source)
+                }
             }
         }
     }
@@ -34,6 +37,16 @@ struct FlexibleArray<Entry: BitwiseCopyable> {
         bytes.withUnsafeMutableBytes { $0.storeBytes(of: n, as: UInt32.self) }
     }
 
+    /// Calls `body` with a pointer to the block, for the ioctl.
+    mutating func withPointer<R>(_ body: (UnsafeMutableRawPointer) -> R) -> R {
+        bytes.withUnsafeMutableBytes { raw in
+            // SAFETY: baseAddress is non-nil: the buffer holds at least the 8-byte header.
+            body(raw.baseAddress.unsafelyUnwrapped)
+        }
+    }
+}
+
+extension FlexibleArray where Entry: BitwiseCopyable {
     /// The entries, as many as the count says (never more than the buffer holds).
     var entries: [Entry] {
         bytes.withUnsafeBytes { raw in
@@ -43,11 +56,4 @@ struct FlexibleArray<Entry: BitwiseCopyable> {
         }
     }
 
-    /// Calls `body` with a pointer to the block, for the ioctl.
-    mutating func withPointer<R>(_ body: (UnsafeMutableRawPointer) -> R) -> R {
-        bytes.withUnsafeMutableBytes { raw in
-            // SAFETY: baseAddress is non-nil: the buffer holds at least the 8-byte header.
-            body(raw.baseAddress.unsafelyUnwrapped)
-        }
-    }
 }

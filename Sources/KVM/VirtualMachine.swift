@@ -15,6 +15,9 @@ public final class VirtualMachine: Sendable {
     private let fd: OwnedFileDescriptor
     private let runSize: Int
 
+    /// The VM fd, for the ioctls defined in other files of this module.
+    var rawFileDescriptor: Int32 { fd.rawValue }
+
     init(fd: OwnedFileDescriptor, runSize: Int) {
         self.fd = fd
         self.runSize = runSize

@@ -197,6 +197,18 @@ public final class GuestMemory: @unchecked Sendable {
         return Array(UnsafeRawBufferPointer(start: p, count: count))
     }
 
+    /// Appends the `count` bytes at `address` to `buffer`, with no intermediate
+    /// array: gathering a scatter list (a virtqueue descriptor chain) into one
+    /// buffer costs one copy per piece. On error `buffer` is left unchanged.
+    public func readBytes(at address: GuestAddress, count: Int, appendingTo buffer: inout [UInt8]) throws(MemoryError) {
+        // A negative count is a caller's bug; report it rather than trap on the conversion.
+        guard count >= 0 else { throw .outOfRange(address: address.rawValue, size: UInt64(bitPattern: Int64(count))) }
+        let p = try pointer(address, UInt64(count))
+        // SAFETY: p addresses count bytes of guest RAM (checked by pointer(_:_:));
+        // the raw buffer lives only for this call.
+        buffer.append(contentsOf: UnsafeRawBufferPointer(start: p, count: count))
+    }
+
     /// Sets `count` bytes at `address` to `byte`.
     public func fill(_ byte: UInt8, at address: GuestAddress, count: UInt64) throws(MemoryError) {
         let p = try pointer(address, count)
