@@ -26,8 +26,14 @@ let package = Package(
         .target(name: "Devices", dependencies: ["Memory"]),
         // The split virtqueue, descriptor chains, feature bits, the VirtioDevice protocol.
         .target(name: "VirtioQueue", dependencies: ["Memory"]),
+        // The PCI host bridge (ports 0xCF8-0xCFF), configuration spaces, BARs, MSI-X.
+        .target(name: "PCI", dependencies: ["Devices"]),
+        // Disk images: the BlockBackend protocol and the raw-file backend.
+        .target(name: "Storage", dependencies: ["CKVM"]),
+        // Virtio device models and transports.
+        .target(name: "Virtio", dependencies: ["Memory", "VirtioQueue", "Storage", "PCI", "Devices"]),
         // Builds a machine from a configuration and runs it.
-        .target(name: "VMM", dependencies: ["CKVM", "KVM", "Memory", "Boot", "Devices"]),
+        .target(name: "VMM", dependencies: ["CKVM", "KVM", "Memory", "Boot", "Devices", "PCI", "Storage", "Virtio"]),
         // The benchmark's floor: a bare KVM_RUN loop in C.
         .target(name: "CFloor"),
         // Per-thread allocation counts (interposes malloc in the skvm executable).
@@ -43,11 +49,14 @@ let package = Package(
                 "VMM", "KVM", "CKVM", "Boot", "Bench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .target(name: "TestSupport", dependencies: ["Memory", "Devices", "VirtioQueue"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Memory", "Devices", "VirtioQueue", "Storage"], path: "Tests/TestSupport"),
         .testTarget(name: "MemoryTests", dependencies: ["Memory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "Memory", "TestSupport"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "TestSupport"]),
         .testTarget(name: "VirtioQueueTests", dependencies: ["VirtioQueue", "TestSupport", "Memory"]),
+        .testTarget(name: "PCITests", dependencies: ["PCI", "Devices"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioQueue", "Storage", "Memory", "PCI", "Devices", "TestSupport"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "TestSupport"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TestSupport"]),

@@ -45,6 +45,8 @@ public enum MachineMap {
     public static let mmioHoleStart: UInt64 = 0xC000_0000
     /// 4 GiB: where RAM continues when the guest has more than 3 GiB.
     public static let highRAMStart: UInt64 = 0x1_0000_0000
+    /// PCI BARs are assigned from here (the first 256 MiB of the MMIO hole).
+    public static let pciMemoryWindow: Range<UInt64> = 0xC000_0000..<0xD000_0000
     /// Three pages KVM needs for VT-x real-mode emulation (KVM_SET_TSS_ADDR), in the hole.
     public static let kvmTSSAddress = GuestAddress(0xFFFB_D000)
     /// One page for VT-x's identity page table (KVM_SET_IDENTITY_MAP_ADDR), just below the TSS.

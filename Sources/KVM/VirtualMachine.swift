@@ -101,6 +101,22 @@ public final class VirtualMachine: Sendable {
         }
     }
 
+    /// KVM_IOEVENTFD with KVM_IOEVENTFD_FLAG_DEASSIGN: removes a registration
+    /// made with the same address, length, eventfd and datamatch.
+    public func unregisterIOEventFD(_ eventFD: Int32, address: UInt64, length: UInt32, pio: Bool, datamatch: UInt64? = nil) throws(KVMError) {
+        var e = kvm_ioeventfd()
+        e.addr = address
+        e.len = length
+        e.fd = eventFD
+        e.datamatch = datamatch ?? 0
+        e.flags = UInt32(1 << kvm_ioeventfd_flag_nr_deassign)
+            | (pio ? UInt32(1 << kvm_ioeventfd_flag_nr_pio) : 0)
+            | (datamatch != nil ? UInt32(1 << kvm_ioeventfd_flag_nr_datamatch) : 0)
+        _ = try check("KVM_IOEVENTFD", context: "deassign \(pio ? "port" : "MMIO") 0x\(String(address, radix: 16))") {
+            ckvm_ioctl_ptr(fd.rawValue, CKVM_IOEVENTFD, &e)
+        }
+    }
+
     /// KVM_CHECK_EXTENSION on the VM fd (some answers, like max vCPUs, are per VM).
     public func checkExtension(_ capability: Int32) -> Int32 {
         max(0, ckvm_ioctl(fd.rawValue, CKVM_CHECK_EXTENSION, UInt(capability)))

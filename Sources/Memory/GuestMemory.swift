@@ -216,6 +216,18 @@ public final class GuestMemory: @unchecked Sendable {
         p.initializeMemory(as: UInt8.self, repeating: byte, count: Int(count))
     }
 
+    /// Calls `body` with the guest bytes [address, address + count), for
+    /// zero-copy I/O between a host file and guest RAM (a disk read straight
+    /// into a virtqueue buffer). The range is checked first; the buffer is
+    /// valid only during the call and must not be kept.
+    public func withMutableBytes<R>(at address: GuestAddress, count: Int,
+                                    _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+        guard count >= 0 else { throw MemoryError.outOfRange(address: address.rawValue, size: 0) }
+        let p = try pointer(address, UInt64(count))
+        // SAFETY: p addresses count bytes of guest RAM, mapped while self lives.
+        return try body(UnsafeMutableRawBufferPointer(start: p, count: count))
+    }
+
     /// Drops and re-creates the host mapping of the 4 KiB guest page at
     /// `address` (mprotect to PROT_NONE and back), so that KVM's MMU notifier
     /// invalidates its mapping and the guest faults it in again; the contents

@@ -21,3 +21,13 @@ func readInputFile(_ path: String, what: String, limit: Int = 1 << 30, allowEmpt
     guard !bytes.isEmpty || allowEmpty else { throw ConfigError("\(what) '\(path)' is empty") }
     return bytes
 }
+
+/// The first `count` bytes of the file at `path` (fewer if it is shorter; empty if it cannot be read).
+func readInputFileHead(_ path: String, count: Int) -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return [] }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: count)
+    let n = readSome(fd, into: &buffer)
+    return n > 0 ? Array(buffer.prefix(n)) : []
+}

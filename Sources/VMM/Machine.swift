@@ -17,6 +17,9 @@ import CKVM
 import Devices
 import KVM
 import Memory
+import PCI
+import Storage
+import Virtio
 
 /// A VM that could not be built or run, with the exit status to report.
 public struct VMMError: Error, CustomStringConvertible, Sendable {
@@ -42,6 +45,12 @@ public final class Machine: Sendable {
     private let mmio: Bus
     private let serial: Serial16550
     private let runners: [VCPURunner]
+    /// The virtio notify ioeventfds the I/O thread polls.
+    private let notifiers: VirtioNotifiers
+    /// Every disk's backend, flushed when the machine stops.
+    private let backends: [any BlockBackend]
+    /// Interrupt routing for MSI-X (kept alive with the machine).
+    private let msiRouting: GSIRoutingTable
 
     /// The capabilities skvm cannot run without, with the reason for each.
     public static let requiredCapabilities: [(capability: Int32, name: String, why: String)] = [
@@ -198,9 +207,49 @@ public final class Machine: Sendable {
         } catch {
             throw VMMError("device layout: \(error)", status: ExitStatus.hostFailure)
         }
+        // PCI: the host bridge on 0xCF8, and a virtio-blk function per --disk
+        // with its BAR already assigned (there is no firmware to do it).
+        let routing = GSIRoutingTable(vm: vm, diagnostics: diagnostics)
+        self.msiRouting = routing
+        let notifiers = VirtioNotifiers(vm: vm, diagnostics: diagnostics)
+        self.notifiers = notifiers
+        let bridge = PCIHostBridge(listener: notifiers)
+        var backends: [any BlockBackend] = []
+        do {
+            try pio.insert(bridge, base: PCIHostBridge.configAddressPort, length: PCIHostBridge.portCount)
+        } catch {
+            throw VMMError("device layout: \(error)", status: ExitStatus.hostFailure)
+        }
+        var allocator = PCIBarAllocator(memoryWindow: MachineMap.pciMemoryWindow)
+        for (i, disk) in config.disks.enumerated() {
+            let backend = try Self.openDisk(disk)
+            backends.append(backend)
+            let block = VirtioBlock(backend: backend, serial: disk.serial ?? "skvm-disk\(i)")
+            do {
+                let router = try KVMMSIRouter(vectors: block.queueMaxSizes.count + 1, vm: vm, table: routing)
+                let function = try VirtioPCIDevice(name: "virtio-blk \(i)", device: block, memory: memory, router: router)
+                let assigned = function.configuration.withSpace { space -> PCIError? in
+                    do throws(PCIError) { try allocator.assign(&space) } catch { return error }
+                    return nil
+                }
+                if let assigned { throw VMMError("disk '\(disk.path)': \(assigned)", status: ExitStatus.hostFailure) }
+                try notifiers.add(function, slot: i + 1, queues: block.queueMaxSizes.count)
+                try bridge.register(function, slot: i + 1)
+            } catch let e as VMMError {
+                throw e
+            } catch {
+                throw VMMError("disk '\(disk.path)': \(error)", status: ExitStatus.hostFailure)
+            }
+        }
+        self.backends = backends
         self.pio = pio
         var mmio = Bus()
         do {
+            if !config.disks.isEmpty {
+                let window = MachineMap.pciMemoryWindow
+                try mmio.insert(PCIBarWindow(bridge: bridge, space: .memory, base: window.lowerBound),
+                                base: window.lowerBound, length: UInt64(window.count))
+            }
             if config.testDevice { try mmio.insert(TestDeviceMemory(), base: TestDeviceMemory.base, length: TestDeviceMemory.length) }
             for d in extraMMIODevices { try mmio.insert(d.device, base: d.base, length: d.length) }
         } catch {
@@ -229,6 +278,21 @@ public final class Machine: Sendable {
                                       diagnostics: diagnostics, hostCPU: config.pinning?[id], tracer: tracer))
         }
         self.runners = runners
+    }
+
+    /// Opens a --disk's image (raw files and block devices; qcow2 is refused clearly until it exists).
+    static func openDisk(_ disk: DiskConfig) throws(VMMError) -> any BlockBackend {
+        if disk.format != .raw {
+            let magic = readInputFileHead(disk.path, count: 4)
+            if magic == [0x51, 0x46, 0x49, 0xFB] || disk.format == .qcow2 {
+                throw VMMError("disk '\(disk.path)': qcow2 images are not supported yet; convert with qemu-img convert -O raw, or give format=raw for a raw file", status: ExitStatus.usage)
+            }
+        }
+        do {
+            return try RawImage(path: disk.path, readOnly: disk.readOnly, cache: disk.cache == .none ? .none : .writeback)
+        } catch {
+            throw VMMError("\(error)", status: ExitStatus.usage)  // the message names the image
+        }
     }
 
     /// MSRs set on every vCPU before it runs, as firmware leaves them.
@@ -382,6 +446,10 @@ public final class Machine: Sendable {
         ioLoop(signalFD: signalFD, deadline: timeout.map { monotonicSeconds() + $0 }, timeout: timeout ?? 0)
         for t in threads { t.join() }
         terminal.restore()
+        // Flush means fsync: whatever the guest wrote is on disk before skvm exits.
+        for b in backends where !b.readOnly {
+            do { try b.flush() } catch { printError("skvm: \(error)") }
+        }
         return stopController.reason ?? .hostError("the machine stopped without a reason")
     }
 
@@ -391,11 +459,15 @@ public final class Machine: Sendable {
         var inputOpen = config.consoleInput
         var pending: [UInt8] = []    // typed bytes the UART's FIFO had no room for yet
         var buffer = [UInt8](repeating: 0, count: 256)
+        // Virtio queue notifications (ioeventfds) come first in the poll set, after the two fixed fds.
+        let notify = notifiers.pollTargets
+        var counter: UInt64 = 0
         while !stopController.isStopping {
             var fds = [
                 pollfd(fd: stopController.wakeFD, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0),
-            ]
+            ] + notify.map { pollfd(fd: $0.eventFD, events: Int16(POLLIN), revents: 0) }
+            let stdinIndex = fds.count
             if inputOpen && pending.isEmpty { fds.append(pollfd(fd: STDIN_FILENO, events: Int16(POLLIN), revents: 0)) }
             // With bytes pending, poll briefly and retry: the guest drains the FIFO by reading RBR.
             var wait: Int32 = pending.isEmpty ? -1 : 10
@@ -418,7 +490,11 @@ public final class Machine: Sendable {
                     stopController.stop(.signal(Int32(info.ssi_signo)))
                 }
             }
-            if fds.count > 2 && fds[2].revents != 0 {
+            for (i, target) in notify.enumerated() where fds[2 + i].revents & Int16(POLLIN) != 0 {
+                // Reading the eventfd resets it; then the device takes whatever the guest queued.
+                if read(target.eventFD, &counter, 8) == 8 { target.device.notify(queue: target.queue) }
+            }
+            if fds.count > stdinIndex && fds[stdinIndex].revents != 0 {
                 let n = readSome(STDIN_FILENO, into: &buffer)
                 if n > 0 {
                     for b in buffer[0..<n] {

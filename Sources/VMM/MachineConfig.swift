@@ -42,6 +42,8 @@ public struct MachineConfig: Sendable {
     /// multiboot modules, each "FILE [ARGS]" (QEMU's form: the module's string
     /// is the whole text, the file is its first word).
     public var initrds: [String] = []
+    /// Virtio block devices (--disk), in PCI slot order.
+    public var disks: [DiskConfig] = []
     /// Add QEMU's pc-testdev ports (--test-device).
     public var testDevice: Bool = false
     /// What to trace (--trace), and where (--trace-file; nil: stderr).
@@ -57,6 +59,53 @@ public struct MachineConfig: Sendable {
     public static let minimumMemorySize: UInt64 = 1 << 20
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
+}
+
+/// One --disk: an image behind a virtio-blk device.
+public struct DiskConfig: Sendable, Equatable {
+    public enum Format: String, Sendable { case raw, qcow2, auto }
+    public enum Cache: String, Sendable { case writeback, none }
+    public var path: String
+    public var format: Format = .auto
+    public var readOnly = false
+    public var cache: Cache = .writeback
+    /// GET_ID's answer (at most 20 bytes); default "skvm-diskN".
+    public var serial: String? = nil
+
+    public init(path: String) { self.path = path }
+
+    /// Parses "PATH" or "path=PATH,format=raw|qcow2|auto,readonly=on|off,cache=writeback|none,serial=ID".
+    public static func parse(_ text: String) throws(ConfigError) -> DiskConfig {
+        guard text.contains("=") else {
+            guard !text.isEmpty else { throw ConfigError("--disk needs a path") }
+            return DiskConfig(path: text)
+        }
+        var path: String? = nil
+        var disk = DiskConfig(path: "")
+        for item in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, !kv[1].isEmpty else { throw ConfigError("--disk '\(text)': '\(item)' is not key=value") }
+            switch kv[0] {
+            case "path", "file": path = kv[1]
+            case "format":
+                guard let f = Format(rawValue: kv[1]) else { throw ConfigError("--disk format '\(kv[1])' is not raw, qcow2 or auto") }
+                disk.format = f
+            case "readonly":
+                guard ["on", "off", "true", "false", "yes", "no"].contains(kv[1]) else { throw ConfigError("--disk readonly takes on or off") }
+                disk.readOnly = ["on", "true", "yes"].contains(kv[1])
+            case "cache":
+                guard let c = Cache(rawValue: kv[1]) else { throw ConfigError("--disk cache '\(kv[1])' is not writeback or none") }
+                disk.cache = c
+            case "serial":
+                guard kv[1].utf8.count <= 20 else { throw ConfigError("--disk serial '\(kv[1])' is longer than 20 bytes") }
+                disk.serial = kv[1]
+            default: throw ConfigError("--disk: unknown key '\(kv[0])' (path, format, readonly, cache, serial)")
+            }
+        }
+        guard let path else { throw ConfigError("--disk '\(text)' has no path=") }
+        disk.path = path
+        return disk
+    }
 }
 
 /// A configuration value a user got wrong.

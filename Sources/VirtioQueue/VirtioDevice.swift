@@ -90,6 +90,11 @@ public protocol VirtioDevice: AnyObject {
     /// start; the transport then sets DEVICE_NEEDS_RESET.
     func activate(queues: [Virtqueue?], features: FeatureSet, memory: GuestMemory, interrupt: any InterruptSignal) throws
 
+    /// The driver notified queue `index` (§2.7.13: an "available buffer
+    /// notification"): process what it made available. Called on the I/O
+    /// thread, after `activate`.
+    func queueNotified(_ index: Int)
+
     /// Back to the initial state (§2.4): queues and features dropped, backend kept.
     func reset()
 }

@@ -22,9 +22,11 @@ struct Run: ParsableCommand {
 
             Devices: COM1 (16550 UART, port 0x3f8, IRQ 4) on stdin/stdout;
             the i8042 reset line (port 0x64, command 0xfe); the CMOS clock
-            (0x70); fw_cfg (0x510); QEMU's debug-exit port 0xf4; with
-            --test-device, QEMU's pc-testdev. PIC, IOAPIC, LAPIC and PIT are
-            KVM's in-kernel models.
+            (0x70); fw_cfg (0x510); QEMU's debug-exit port 0xf4; a PCI host
+            bridge (0xcf8) with a modern virtio-blk function per --disk
+            (MSI-X, notifications through ioeventfds); with --test-device,
+            QEMU's pc-testdev. PIC, IOAPIC, LAPIC and PIT are KVM's
+            in-kernel models.
 
             Console: when stdin is a terminal it is put in raw mode. Ctrl-A x
             quits; Ctrl-A Ctrl-A sends one Ctrl-A to the guest.
@@ -58,6 +60,11 @@ struct Run: ParsableCommand {
         "A Linux kernel's initial ramdisk; or, repeated, multiboot modules as \"FILE [ARGS]\" (the module's string is the whole text, as with QEMU's -initrd).",
         valueName: "file"))
     var initrd: [String] = []
+
+    @Option(name: .long, parsing: .singleValue, help: ArgumentHelp(
+        "A virtio-blk disk on PCI: PATH, or path=PATH,format=raw|auto,readonly=on|off,cache=writeback|none,serial=ID (repeatable). A writable image is locked against other writers.",
+        valueName: "disk"))
+    var disk: [String] = []
 
     @Flag(name: .customLong("test-device"), help: "Add QEMU's pc-testdev: scratch ports 0xe0-0xeb, flush-page 0xe4, IRQ lines at 0x2000+n, 64 KiB scratch MMIO at 0xff000000.")
     var testDevice = false
@@ -143,6 +150,12 @@ struct Run: ParsableCommand {
             config.trace = [.exits, .pio, .mmio, .virtio]
         }
         config.traceFile = traceFile
+        do {
+            config.disks = try disk.map { (text) throws(ConfigError) in try DiskConfig.parse(text) }
+        } catch {
+            printError("skvm: \(error.message)")
+            throw ExitWithStatus(status: ExitStatus.usage)
+        }
         config.initrds = initrd
         config.testDevice = testDevice
         config.memoryBacking = hugepages ? .hugetlb : .transparentHugepages

@@ -35,6 +35,8 @@ private final class EchoDevice: VirtioDevice {
         self.interrupt = interrupt
     }
 
+    func queueNotified(_ index: Int) {}
+
     func reset() {
         queue = nil
         interrupt = nil

@@ -18,6 +18,7 @@
 #include <sys/signalfd.h>
 #include <poll.h>
 #include <signal.h>
+#include "ckvm_storage.h"
 
 // MARK: - Request numbers (Documentation/virt/kvm/api.rst, section 4)
 

@@ -1,0 +1,267 @@
+// Block.swift: the virtio block device (virtio 1.2 §5.2).
+//
+// A request is one descriptor chain (§5.2.6):
+//
+//   readable:  struct virtio_blk_req { le32 type; le32 reserved; le64 sector; }
+//              [data to write, for OUT; segments, for DISCARD and WRITE_ZEROES]
+//   writable:  [data read, for IN; the serial, for GET_ID]
+//              u8 status   (the chain's very last writable byte)
+//
+// Every number in a request comes from the guest and is checked before use:
+// the header must be whole, the data a whole number of 512-byte sectors
+// inside the disk, segments inside the disk and within the advertised
+// limits. A bad request gets VIRTIO_BLK_S_IOERR (or UNSUPP for a type or
+// flag the device does not do), never a crash or an access outside the disk
+// or guest RAM. Data moves between the disk file and guest memory with no
+// copy in between.
+//
+// Threading: the transport serialises every call into the device (config
+// accesses from vCPU threads, `queueNotified` from the I/O thread) under its
+// own lock, so the device keeps no lock of its own.
+
+import Memory
+import Storage
+import VirtioQueue
+
+/// A virtio-blk device over a BlockBackend.
+public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
+    // SAFETY (@unchecked Sendable): every method is called under the transport's lock.
+
+    // Request types and statuses (§5.2.6).
+    static let typeIn: UInt32 = 0
+    static let typeOut: UInt32 = 1
+    static let typeFlush: UInt32 = 4
+    static let typeGetID: UInt32 = 8
+    static let typeDiscard: UInt32 = 11
+    static let typeWriteZeroes: UInt32 = 13
+    static let statusOK: UInt8 = 0
+    static let statusIOError: UInt8 = 1
+    static let statusUnsupported: UInt8 = 2
+
+    // Feature bits (§5.2.3).
+    static let featureSegMax = FeatureSet(bit: 2)
+    static let featureReadOnly = FeatureSet(bit: 5)
+    static let featureBlockSize = FeatureSet(bit: 6)
+    static let featureFlush = FeatureSet(bit: 9)
+    static let featureDiscard = FeatureSet(bit: 13)
+    static let featureWriteZeroes = FeatureSet(bit: 14)
+
+    public static let sectorSize: UInt64 = 512
+    /// Queue size offered; the driver may choose a smaller power of two.
+    public static let queueSize: UInt16 = 256
+    /// Data segments per request the driver may use (seg_max): the queue size minus header and status.
+    static let maxSegments: UInt32 = UInt32(queueSize) - 2
+    /// One DISCARD or WRITE_ZEROES request carries one segment of at most this many sectors.
+    static let maxDiscardSectors: UInt32 = 0x0020_0000   // 1 GiB
+    /// The length of GET_ID's answer (§5.2.6: 20 bytes, not NUL-terminated when full).
+    static let idLength = 20
+
+    public let deviceType = VirtioDeviceType.block
+    public let queueMaxSizes: [UInt16] = [VirtioBlock.queueSize]
+    public let configSize = 60
+
+    private let backend: any BlockBackend
+    private let serial: [UInt8]
+    private var queue: Virtqueue? = nil
+    private var interrupt: (any InterruptSignal)? = nil
+    private var features: FeatureSet = []
+    /// Requests refused, for statistics and tests.
+    public private(set) var failedRequests: UInt64 = 0
+    /// Set when the queue broke beyond repair (the transport reports DEVICE_NEEDS_RESET).
+    public private(set) var needsReset = false
+
+    /// A device for `backend`; `serial` is what GET_ID answers (at most 20 bytes).
+    public init(backend: any BlockBackend, serial: String) {
+        self.backend = backend
+        self.serial = Array(serial.utf8.prefix(Self.idLength))
+    }
+
+    public var offeredFeatures: FeatureSet {
+        var f: FeatureSet = [.version1, .ringIndirectDesc, .ringEventIdx, Self.featureSegMax, Self.featureBlockSize, Self.featureFlush]
+        if backend.readOnly { f.insert(Self.featureReadOnly) } else { f.formUnion([Self.featureDiscard, Self.featureWriteZeroes]) }
+        return f
+    }
+
+    /// The disk size in 512-byte sectors.
+    var capacity: UInt64 { backend.size / Self.sectorSize }
+
+    // MARK: Configuration space (§5.2.4)
+
+    public func readConfig(offset: Int, size: Int) -> UInt64 {
+        guard offset >= 0, size >= 1, size <= 8, offset + size <= configSize else { return 0 }
+        var bytes = [UInt8](repeating: 0, count: configSize)
+        func put(_ v: UInt64, _ at: Int, _ n: Int) { for i in 0..<n { bytes[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        put(capacity, 0, 8)
+        put(UInt64(Self.maxSegments), 12, 4)               // seg_max
+        put(UInt64(backend.sectorSize), 20, 4)             // blk_size
+        put(1, 34, 2)                                      // num_queues
+        if !backend.readOnly {
+            put(UInt64(Self.maxDiscardSectors), 36, 4)      // max_discard_sectors
+            put(1, 40, 4)                                   // max_discard_seg
+            put(UInt64(backend.sectorSize / 512), 44, 4)    // discard_sector_alignment
+            put(UInt64(Self.maxDiscardSectors), 48, 4)      // max_write_zeroes_sectors
+            put(1, 52, 4)                                   // max_write_zeroes_seg
+            put(1, 56, 1)                                   // write_zeroes_may_unmap
+        }
+        var value: UInt64 = 0
+        for i in 0..<size { value |= UInt64(bytes[offset + i]) << (8 * UInt64(i)) }
+        return value
+    }
+
+    /// The block device's configuration is read-only for the driver (writeback is not offered).
+    public func writeConfig(offset: Int, size: Int, value: UInt64) {}
+
+    // MARK: Life cycle
+
+    public func activate(queues: [Virtqueue?], features: FeatureSet, memory: GuestMemory, interrupt: any InterruptSignal) throws {
+        guard let first = queues.first, let q = first else { throw VirtqueueError.queueBroken }
+        queue = q
+        self.features = features
+        self.interrupt = interrupt
+        needsReset = false
+    }
+
+    public func reset() {
+        queue = nil
+        interrupt = nil
+        features = []
+        needsReset = false
+    }
+
+    // MARK: Requests
+
+    public func queueNotified(_ index: Int) {
+        guard index == 0, var q = queue, !needsReset else { return }
+        defer { queue = q }
+        var completed = false
+        while true {
+            let chain: DescriptorChain
+            do {
+                guard let c = try q.popAvailable() else { break }
+                chain = c
+            } catch {
+                failedRequests &+= 1
+                if error.isQueueFatal {
+                    needsReset = true
+                    interrupt?.signalConfigChange()
+                    return
+                }
+                // A malformed chain whose head is known is returned unused.
+                if let head = error.head, (try? q.addUsed(head: head, length: 0)) != nil { completed = true }
+                continue
+            }
+            let written = process(chain)
+            if (try? q.addUsed(head: chain.headIndex, length: written)) != nil { completed = true }
+        }
+        if completed && q.needsNotification() { interrupt?.signalUsedBuffer(queueIndex: 0) }
+    }
+
+    /// Serves one request; returns the bytes written into the chain's writable buffers.
+    func process(_ chain: DescriptorChain) -> UInt32 {
+        // The status byte is the last writable byte: without one there is no way to answer.
+        guard chain.writableByteCount >= 1 else {
+            failedRequests &+= 1
+            return 0
+        }
+        var header: [UInt8] = []
+        let got = (try? chain.readReadable(from: 0, maxCount: 16, appendingTo: &header)) ?? 0
+        guard got == 16 else { return finish(chain, status: Self.statusIOError, dataWritten: 0) }
+        let type = le32(header, 0)
+        let sector = le64(header, 8)
+        let dataIn = chain.writableByteCount - 1          // writable bytes before the status
+        let dataOut = chain.readableByteCount - 16        // readable bytes after the header
+
+        switch type {
+        case Self.typeIn:
+            guard let offset = range(sector: sector, bytes: UInt64(dataIn)) else { return finish(chain, status: Self.statusIOError, dataWritten: 0) }
+            let ok = transfer(chain, writable: true, skip: 0, count: dataIn, diskOffset: offset)
+            return finish(chain, status: ok ? Self.statusOK : Self.statusIOError, dataWritten: ok ? dataIn : 0)
+        case Self.typeOut:
+            guard !backend.readOnly, let offset = range(sector: sector, bytes: UInt64(dataOut)) else {
+                return finish(chain, status: Self.statusIOError, dataWritten: 0)
+            }
+            let ok = transfer(chain, writable: false, skip: 16, count: dataOut, diskOffset: offset)
+            return finish(chain, status: ok ? Self.statusOK : Self.statusIOError, dataWritten: 0)
+        case Self.typeFlush:
+            let ok = (try? backend.flush()) != nil
+            return finish(chain, status: ok ? Self.statusOK : Self.statusIOError, dataWritten: 0)
+        case Self.typeGetID:
+            let n = min(dataIn, Self.idLength)
+            var id = [UInt8](repeating: 0, count: n)
+            for i in 0..<min(n, serial.count) { id[i] = serial[i] }
+            let written = (try? chain.writeWritable(id, at: 0)) ?? 0
+            return finish(chain, status: written == n ? Self.statusOK : Self.statusIOError, dataWritten: written)
+        case Self.typeDiscard, Self.typeWriteZeroes:
+            let discard = type == Self.typeDiscard
+            guard features.contains(discard ? Self.featureDiscard : Self.featureWriteZeroes) else {
+                return finish(chain, status: Self.statusUnsupported, dataWritten: 0)
+            }
+            return finish(chain, status: segments(chain, count: dataOut, discard: discard), dataWritten: 0)
+        default:
+            return finish(chain, status: Self.statusUnsupported, dataWritten: 0)
+        }
+    }
+
+    /// The byte offset of `sector` when `bytes` (a whole number of sectors) fit inside the disk.
+    private func range(sector: UInt64, bytes: UInt64) -> UInt64? {
+        guard bytes % Self.sectorSize == 0, sector <= capacity else { return nil }
+        let (offset, overflow) = sector.multipliedReportingOverflow(by: Self.sectorSize)
+        guard !overflow, bytes <= backend.size - offset else { return nil }
+        return offset
+    }
+
+    /// Moves `count` bytes between the disk at `diskOffset` and the chain's
+    /// writable (IN) or readable (OUT) buffers, skipping the first `skip` bytes.
+    private func transfer(_ chain: DescriptorChain, writable: Bool, skip: Int, count: Int, diskOffset: UInt64) -> Bool {
+        var toSkip = skip, left = count, disk = diskOffset
+        for buffer in (writable ? chain.writableBuffers : chain.readableBuffers) where left > 0 {
+            let length = Int(buffer.length)
+            if toSkip >= length { toSkip -= length; continue }
+            let n = min(length - toSkip, left)
+            guard let start = buffer.address.adding(UInt64(toSkip)) else { return false }
+            do {
+                try chain.memory.withMutableBytes(at: start, count: n) { guest in
+                    if writable { try backend.read(at: disk, into: guest) } else { try backend.write(at: disk, from: UnsafeRawBufferPointer(guest)) }
+                }
+            } catch {
+                return false
+            }
+            toSkip = 0
+            left -= n
+            disk += UInt64(n)
+        }
+        return left == 0
+    }
+
+    /// DISCARD and WRITE_ZEROES segments (§5.2.6.2): { le64 sector; le32 num_sectors; le32 flags }.
+    private func segments(_ chain: DescriptorChain, count: Int, discard: Bool) -> UInt8 {
+        guard !backend.readOnly else { return Self.statusIOError }
+        guard count == 16 else { return Self.statusIOError }  // max_*_seg is 1
+        var bytes: [UInt8] = []
+        guard (try? chain.readReadable(from: 16, maxCount: 16, appendingTo: &bytes)) == 16 else { return Self.statusIOError }
+        let sector = le64(bytes, 0), sectors = le32(bytes, 8), flags = le32(bytes, 12)
+        let unmap = flags & 1 != 0
+        // Discard has no flags; write-zeroes knows only "unmap" (bit 0).
+        guard flags & ~1 == 0, !(discard && unmap) else { return Self.statusUnsupported }
+        guard sectors <= Self.maxDiscardSectors, let offset = range(sector: sector, bytes: UInt64(sectors) * Self.sectorSize) else {
+            return Self.statusIOError
+        }
+        do {
+            if discard { try backend.discard(at: offset, length: UInt64(sectors) * Self.sectorSize) }
+            else { try backend.writeZeroes(at: offset, length: UInt64(sectors) * Self.sectorSize, mayUnmap: unmap) }
+        } catch {
+            return Self.statusIOError
+        }
+        return Self.statusOK
+    }
+
+    /// Writes the status byte (the chain's last writable byte); returns the used length.
+    private func finish(_ chain: DescriptorChain, status: UInt8, dataWritten: Int) -> UInt32 {
+        if status != Self.statusOK { failedRequests &+= 1 }
+        _ = try? chain.writeWritable([status], at: chain.writableByteCount - 1)
+        return UInt32(dataWritten + 1)
+    }
+}
+
+private func le32(_ b: [UInt8], _ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[at + $1]) << (8 * UInt32($1)) } }
+private func le64(_ b: [UInt8], _ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(b[at + $1]) << (8 * UInt64($1)) } }
