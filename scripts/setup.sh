@@ -7,6 +7,7 @@
 #   qemu-system-x86   runs the same guests under QEMU, for side-by-side checks and benchmarks
 #   qemu-utils        qemu-img, for qcow2 interop tests
 #   iproute2          ip netns, for network tests
+#   e2fsprogs         mkfs.ext4 and e2fsck, for the Linux disk tests
 #
 # Swift itself is expected at /opt/swift (or on PATH).
 set -euo pipefail
@@ -18,6 +19,7 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v make >/dev/null 2>&1 || need+=(make)
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"

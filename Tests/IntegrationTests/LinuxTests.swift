@@ -106,4 +106,37 @@ struct LinuxFullBootTests {
         #expect(r.stdout.contains("skvm-initramfs: command exited with status 0"))
         #expect(r.status == 0, "the guest's reboot -f ends the VM with status 0")
     }
+
+    /// Runs the Debian kernel with `disks` and the initramfs command `command`.
+    func boot(_ command: String, disks: [String], timeout: TimeInterval = 120) throws -> Harness.Result {
+        try Harness.run(["run", "--kernel", LinuxAssets.bzImage, "--initrd", LinuxAssets.initrd, "--memory", "512M", "--no-input"]
+                        + disks.flatMap { ["--disk", $0] } + ["--append", "quiet skvm.cmd=\"\(command)\""], timeout: timeout)
+    }
+
+    @Test("virtio-blk under Linux: the PCI device, /dev/vda's size, ext4 files that survive a reboot, a clean e2fsck")
+    func disk() throws {
+        try #require(LinuxAssets.built, "Linux assets are not built: run 'make linux'")
+        let image = try Disk.make("linux.img")
+        #expect(try Disk.shell("mkfs.ext4", ["-q", "-F", image]) == 0)
+        let first = try boot("grep -l 0x1af4 /sys/bus/pci/devices/*/vendor | wc -l; cat /sys/block/vda/size; mount /dev/vda /mnt && echo skvm-was-here > /mnt/hello && sync && umount /mnt", disks: [image])
+        #expect(first.stdout.contains("skvm-initramfs: command exited with status 0"), "\(first.stdout)")
+        #expect(first.stdout.contains("\n1\n") || first.stdout.contains("\n1\r\n"), "one virtio device on PCI")
+        #expect(first.stdout.contains("16384"), "8 MiB = 16384 sectors")
+        #expect(first.status == 0)
+        let second = try boot("mount /dev/vda /mnt && cat /mnt/hello && umount /mnt", disks: [image])
+        #expect(second.stdout.contains("skvm-was-here"), "the file survived the reboot")
+        #expect(try Disk.shell("e2fsck", ["-fn", image]) == 0, "e2fsck finds the file system clean")
+    }
+
+    @Test("a read-only disk refuses writes in the guest; two disks appear as vda and vdb")
+    func readOnlyAndTwoDisks() throws {
+        try #require(LinuxAssets.built, "Linux assets are not built: run 'make linux'")
+        let a = try Disk.make("ro.img"), b = try Disk.make("rw.img")
+        let before = try Disk.bytes(a)
+        let r = try boot("cat /sys/block/vda/ro /sys/block/vdb/ro; dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null && echo wrote || echo refused",
+                         disks: ["path=\(a),readonly=on", b])
+        #expect(r.stdout.contains("refused"), "\(r.stdout)")
+        #expect(r.stdout.contains("1\n0") || r.stdout.contains("1\r\n0"), "vda read-only, vdb writable")
+        #expect(try Disk.bytes(a) == before)
+    }
 }

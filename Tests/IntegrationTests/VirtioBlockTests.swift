@@ -70,6 +70,16 @@ struct VirtioBlockTests {
         #expect(try Disk.bytes(reference) == Disk.bytes(image), "skvm and QEMU left different images")
     }
 
+    @Test("cache=none (O_DIRECT with bounce buffers for unaligned guest buffers) reads and writes the same bytes")
+    func directIO() throws {
+        _ = try requireGuest("virtio-blk-test.elf")
+        let image = try Disk.make("direct.img")
+        let r = try Harness.run(["run", "--no-input", "--kernel", "guests/build/virtio-blk-test.elf",
+                                 "--disk", "path=\(image),cache=none", "--append", "test=rw"])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(try Disk.check(image, mode: "rw") == 0)
+    }
+
     @Test("two disks: the guest drives the second one; the first is untouched")
     func twoDisks() throws {
         _ = try requireGuest("virtio-blk-test.elf")
