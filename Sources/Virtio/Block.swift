@@ -140,32 +140,36 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
                 guard let c = try q.popAvailable() else { break }
                 chain = c
             } catch {
+                // A malformed chain (a loop, an index or buffer out of range, a
+                // readable buffer after a writable one) means a broken or hostile
+                // driver: stop serving the queue until it resets the device, as
+                // QEMU does (§2.1.2, DEVICE_NEEDS_RESET).
                 failedRequests &+= 1
-                if error.isQueueFatal {
-                    needsReset = true
-                    interrupt?.signalConfigChange()
-                    return
-                }
-                // A malformed chain whose head is known is returned unused.
-                if let head = error.head, (try? q.addUsed(head: head, length: 0)) != nil { completed = true }
-                continue
+                needsReset = true
+                interrupt?.signalNeedsReset()
+                break
             }
-            let written = process(chain)
+            guard let written = process(chain) else {
+                // A request without the framing §5.2.6 requires: a broken driver (QEMU agrees).
+                failedRequests &+= 1
+                needsReset = true
+                interrupt?.signalNeedsReset()
+                break
+            }
             if (try? q.addUsed(head: chain.headIndex, length: written)) != nil { completed = true }
         }
         if completed && q.needsNotification() { interrupt?.signalUsedBuffer(queueIndex: 0) }
     }
 
-    /// Serves one request; returns the bytes written into the chain's writable buffers.
-    func process(_ chain: DescriptorChain) -> UInt32 {
-        // The status byte is the last writable byte: without one there is no way to answer.
-        guard chain.writableByteCount >= 1 else {
-            failedRequests &+= 1
-            return 0
-        }
+    /// Serves one request; returns the bytes written into the chain's writable
+    /// buffers, or nil when the request lacks the framing §5.2.6 requires (a
+    /// 16-byte header, and a status byte in a non-empty last writable buffer):
+    /// then there is no way to answer, and the device needs a reset.
+    func process(_ chain: DescriptorChain) -> UInt32? {
+        guard let last = chain.writableBuffers.last, last.length >= 1 else { return nil }
         var header: [UInt8] = []
         let got = (try? chain.readReadable(from: 0, maxCount: 16, appendingTo: &header)) ?? 0
-        guard got == 16 else { return finish(chain, status: Self.statusIOError, dataWritten: 0) }
+        guard got == 16 else { return nil }
         let type = le32(header, 0)
         let sector = le64(header, 8)
         let dataIn = chain.writableByteCount - 1          // writable bytes before the status

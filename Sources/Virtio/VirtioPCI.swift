@@ -196,7 +196,7 @@ public final class VirtioPCIDevice: PCIDevice, @unchecked Sendable {
         case (0x0C, 4): value = UInt64(s.driverFeatures.word(s.driverFeatureSelect))
         case (0x10, 2): value = UInt64(s.configVector)
         case (0x12, 2): value = UInt64(s.queues.count)
-        case (0x14, 1): value = UInt64(s.status)
+        case (0x14, 1): value = UInt64(s.status | (signals.needsReset ? DeviceStatus.deviceNeedsReset.rawValue : 0))
         case (0x15, 1): value = UInt64(s.configGeneration)
         case (0x16, 2): value = UInt64(s.queueSelect)
         case (0x18, 2): value = UInt64(q.map { s.queues[$0].size } ?? 0)
@@ -290,7 +290,7 @@ public final class VirtioPCIDevice: PCIDevice, @unchecked Sendable {
                 // A queue the driver laid out badly: the device needs a reset (§2.1.2).
                 new |= DeviceStatus.deviceNeedsReset.rawValue
                 s.configGeneration &+= 1
-                signals.signalConfigChange()
+                signals.signalNeedsReset()
             }
         }
         s.status = new
@@ -302,15 +302,27 @@ public final class VirtioPCIDevice: PCIDevice, @unchecked Sendable {
 final class VirtioInterrupt: InterruptSignal {
     private let table: MSIXTable
     private let state: Mutex<(queueVectors: [UInt16], configVector: UInt16, isr: UInt8)>
+    private let needsResetFlag = Atomic<Bool>(false)
 
     init(table: MSIXTable, queues: Int) {
         self.table = table
         state = Mutex(([UInt16](repeating: VirtioPCIDevice.noVector, count: queues), VirtioPCIDevice.noVector, 0))
     }
 
+    /// DEVICE_NEEDS_RESET, as the device reported it (cleared by a reset).
+    var needsReset: Bool { needsResetFlag.load(ordering: .acquiring) }
+
+    func signalNeedsReset() {
+        needsResetFlag.store(true, ordering: .releasing)
+        signalConfigChange()
+    }
+
     func setQueueVector(_ q: Int, _ v: UInt16) { state.withLock { if q < $0.queueVectors.count { $0.queueVectors[q] = v } } }
     func setConfigVector(_ v: UInt16) { state.withLock { $0.configVector = v } }
-    func reset() { state.withLock { $0 = ([UInt16](repeating: VirtioPCIDevice.noVector, count: $0.queueVectors.count), VirtioPCIDevice.noVector, 0) } }
+    func reset() {
+        state.withLock { $0 = ([UInt16](repeating: VirtioPCIDevice.noVector, count: $0.queueVectors.count), VirtioPCIDevice.noVector, 0) }
+        needsResetFlag.store(false, ordering: .releasing)
+    }
 
     /// Reading ISR returns its bits and clears them (§4.1.4.5).
     func takeISR() -> UInt8 { state.withLock { s in defer { s.isr = 0 }; return s.isr } }

@@ -56,6 +56,16 @@ public protocol InterruptSignal: Sendable {
     /// A configuration change notification: the configuration space changed,
     /// or the device set DEVICE_NEEDS_RESET.
     func signalConfigChange()
+
+    /// The device cannot go on until the driver resets it (§2.1.2): the
+    /// transport shows DEVICE_NEEDS_RESET in the device status and sends a
+    /// configuration change notification.
+    func signalNeedsReset()
+}
+
+extension InterruptSignal {
+    /// For signals that have no status register of their own: just the notification.
+    public func signalNeedsReset() { signalConfigChange() }
 }
 
 /// A virtio device model as its transport drives it (virtio 1.2 §3.1): the

@@ -43,7 +43,7 @@ enum Disk {
 @Suite("virtio-blk", .enabled(if: Harness.runKVMTests, "no usable /dev/kvm"), .serialized)
 struct VirtioBlockTests {
     @Test("each test mode passes inside the guest, the image holds exactly what was written, and QEMU writes the same image",
-          arguments: [("rw", ""), ("bad", ""), ("discard", ""), ("ro", ",readonly=on")])
+          arguments: [("rw", ""), ("bad", ""), ("discard", ""), ("ro", ",readonly=on"), ("reset", ""), ("wrap", "")])
     func mode(_ mode: String, _ options: String) throws {
         _ = try requireGuest("virtio-blk-test.elf")
         let image = try Disk.make("skvm.img")

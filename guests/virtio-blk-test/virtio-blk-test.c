@@ -80,7 +80,7 @@
  *      bits each) and write the subset we accept to driver_feature (§2.2).
  *      VIRTIO_F_VERSION_1 (bit 32, §6) must be offered and accepted: it
  *      is what makes this the modern (1.x) interface. Block features we
- *      accept (§5.2.3): RO (5) if offered (§5.2.5.1: "SHOULD accept"),
+ *      accept (§5.2.3): RO (5) if offered (§5.2.6.1: "SHOULD accept"),
  *      FLUSH (9) if offered, DISCARD (13) and WRITE_ZEROES (14) in
  *      test=discard only. Nothing else: no indirect descriptors, no
  *      event index, no multiqueue, no packed ring.
@@ -88,7 +88,7 @@
  *      stick, the device refused our subset.
  *   6. set up the virtqueues (§4.1.5.1.3): queue_select = 0, read
  *      queue_size (the device's maximum; 0 = no such queue), write a
- *      smaller power of two (16 unless qsize= says otherwise), write the
+ *      smaller power of two (16, 256 for test=wrap, or qsize=), write the
  *      physical addresses of the three areas to queue_desc,
  *      queue_driver, queue_device (two 32-bit halves each), read
  *      queue_notify_off, then queue_enable = 1.
@@ -139,8 +139,8 @@
  * as data. status: OK 0, IOERR 1 ("device or driver error"), UNSUPP 2.
  * Sectors are always 512 bytes.
  *
- * What each mode checks, and the pattern on the disk
- * -------------------------------------------------
+ * The pattern on the disk
+ * -----------------------
  * The test image (guests/tools/make-test-disk.sh) holds 32-byte text
  * lines, 16 per sector:
  *     "orig sector 0000002A line 0F   \n"
@@ -634,8 +634,6 @@ static struct {
     uint64_t capacity;
 } dev;
 
-static uint64_t next_mmio = 0xC0000000ull;  /* where unassigned BARs go */
-
 /* ---- finding the device ------------------------------------------------------ */
 
 static bool find_device(void)
@@ -703,88 +701,169 @@ static bool walk_caps(void)
     return true;
 }
 
-/* Size BAR i and, if it is unprogrammed or out of reach, assign it. */
+/* ---- BARs ------------------------------------------------------------------------ */
+
+#define MMIO_WINDOW_START 0xC0000000ull /* where this guest assigns BARs */
+#define MMIO_WINDOW_END 0xFEC00000ull   /* the IOAPIC, HPET, LAPIC... above */
+
+struct bar {
+    bool io, is64;
+    uint32_t lo, hi;                    /* the registers as found */
+    uint64_t addr, size;
+};
+
+/* Read and size BAR i of function b (PCI 3.0 §6.2.5.1): with the
+ * function's decoding off, write all ones, read back, restore. A 64-bit
+ * BAR uses register i + 1 as well. size 0: not implemented. */
+static void bar_probe(struct bdf b, unsigned i, struct bar *r)
+{
+    uint8_t reg = (uint8_t)(0x10 + 4 * i);
+    r->lo = pci_r32(b, reg);
+    r->io = r->lo & 1;
+    r->is64 = !r->io && ((r->lo >> 1) & 3) == 2 && i < 5;
+    r->hi = r->is64 ? pci_r32(b, reg + 4) : 0;
+    r->addr = (r->lo & (r->io ? ~0x3ull : ~0xFull)) | (uint64_t)r->hi << 32;
+    uint16_t cmd = pci_r16(b, PCI_COMMAND);
+    pci_w16(b, PCI_COMMAND, cmd & ~(PCI_CMD_MEMORY | 1));
+    pci_w32(b, reg, 0xFFFFFFFF);
+    uint32_t szlo = pci_r32(b, reg) & (r->io ? ~0x3u : ~0xFu);
+    uint32_t szhi = 0xFFFFFFFF;
+    if (r->is64) {
+        pci_w32(b, reg + 4, 0xFFFFFFFF);
+        szhi = pci_r32(b, reg + 4);
+    }
+    pci_w32(b, reg, r->lo);
+    if (r->is64)
+        pci_w32(b, reg + 4, r->hi);
+    pci_w16(b, PCI_COMMAND, cmd);
+    if (r->io)
+        szhi = 0xFFFFFFFF, szlo |= 0xFFFF0000u;     /* I/O BARs decode 16 bits */
+    r->size = (szlo == 0 && szhi == 0xFFFFFFFF) ? 0 : ~((uint64_t)szhi << 32 | szlo) + 1;
+}
+
+/* The memory ranges every other BAR on bus 0 decodes, so that a BAR this
+ * guest assigns lands in a gap (skvm and SeaBIOS both put BARs in
+ * 0xC000_0000-0xFEBF_FFFF). Collected once, before the first assignment;
+ * assigned BARs are added. */
+static struct { struct bdf b; uint8_t bar; uint64_t base, end; } taken[64];
+static unsigned ntaken;
+static bool taken_done;
+
+static void collect_taken(void)
+{
+    taken_done = true;
+    for (uint8_t d = 0; d < 32; d++) {
+        struct bdf f0 = { 0, d, 0 };
+        if (pci_r16(f0, 0x00) == 0xFFFF)
+            continue;
+        unsigned nfn = (pci_r8(f0, 0x0E) & 0x80) ? 8 : 1;
+        for (uint8_t fn = 0; fn < nfn; fn++) {
+            struct bdf b = { 0, d, fn };
+            if (pci_r16(b, 0x00) == 0xFFFF)
+                continue;
+            unsigned htype = pci_r8(b, 0x0E) & 0x7F, nbars = htype == 0 ? 6 : htype == 1 ? 2 : 0;
+            for (unsigned i = 0; i < nbars; i++) {
+                struct bar r;
+                bar_probe(b, i, &r);
+                if (!r.io && r.addr && r.size && ntaken < 64)
+                    taken[ntaken++] = (typeof(taken[0])){ b, (uint8_t)i, r.addr, r.addr + r.size };
+                if (r.is64)
+                    i++;
+            }
+        }
+    }
+}
+
+/* The lowest naturally aligned address in the window where `size` bytes
+ * overlap no other BAR (BAR `bar` of our own device may move). 0: none. */
+static uint64_t find_gap(uint64_t size, unsigned bar)
+{
+    uint64_t align = size < 4096 ? 4096 : size;
+    uint64_t base = MMIO_WINDOW_START;
+    for (;;) {
+        base = (base + align - 1) & ~(align - 1);
+        if (base + size > MMIO_WINDOW_END)
+            return 0;
+        bool clash = false;
+        for (unsigned k = 0; k < ntaken; k++) {
+            bool self = taken[k].b.dev == dev.bdf.dev && taken[k].b.fn == dev.bdf.fn && taken[k].bar == bar;
+            if (!self && base < taken[k].end && taken[k].base < base + size) {
+                base = taken[k].end;
+                clash = true;
+                break;
+            }
+        }
+        if (!clash)
+            return base;
+    }
+}
+
+/* Size BAR i of our device and, if it is unprogrammed or out of reach (or
+ * assign-bars=1), assign it. */
 static bool setup_bar(unsigned i)
 {
     struct bdf b = dev.bdf;
     uint8_t reg = (uint8_t)(0x10 + 4 * i);
     if (dev.bar_done[i])
         return true;
-    uint32_t lo = pci_r32(b, reg);
-    if (lo & 1) {
+    struct bar r;
+    bar_probe(b, i, &r);
+    unsigned type = (r.lo >> 1) & 3;
+    if (r.io) {
         set_why("BAR %u is an I/O BAR; this driver supports memory BARs only", i);
         return false;
     }
-    unsigned type = (lo >> 1) & 3;
     if (type != 0 && type != 2) {
         set_why("BAR %u has the reserved memory type %u", i, type);
         return false;
     }
-    bool is64 = type == 2;
-    if (is64 && i == 5) {
+    if (type == 2 && i == 5) {
         set_why("BAR 5 claims to be 64-bit");
         return false;
     }
-    uint64_t addr = lo & ~0xFull;
-    uint32_t hi = is64 ? pci_r32(b, reg + 4) : 0;
-    addr |= (uint64_t)hi << 32;
-
-    /* Sizing, with memory decoding off meanwhile. */
-    uint16_t cmd = pci_r16(b, PCI_COMMAND);
-    pci_w16(b, PCI_COMMAND, cmd & ~(PCI_CMD_MEMORY | 1));
-    pci_w32(b, reg, 0xFFFFFFFF);
-    uint32_t szlo = pci_r32(b, reg) & ~0xFu;
-    uint32_t szhi = 0xFFFFFFFF;
-    if (is64) {
-        pci_w32(b, reg + 4, 0xFFFFFFFF);
-        szhi = pci_r32(b, reg + 4);
-    }
-    uint64_t size = ~((uint64_t)szhi << 32 | szlo) + 1;
-    pci_w32(b, reg, lo);
-    if (is64)
-        pci_w32(b, reg + 4, hi);
-    if (szlo == 0 && szhi == 0xFFFFFFFF) {
-        pci_w16(b, PCI_COMMAND, cmd);
+    if (r.size == 0) {
         set_why("BAR %u reads 0 after writing all ones: not implemented", i);
         return false;
     }
-
-    bool assign = opt.assign_bars || addr == 0 || addr + size > 0x100000000ull;
+    uint64_t addr = r.addr;
+    bool assign = opt.assign_bars || addr == 0 || addr + r.size > 0x100000000ull;
     if (assign) {
-        uint64_t align = size < 4096 ? 4096 : size;
-        uint64_t base = (next_mmio + align - 1) & ~(align - 1);
-        if (base + size > 0xFEC00000ull) {
-            pci_w16(b, PCI_COMMAND, cmd);
-            set_why("no room for BAR %u (0x%llx bytes) below 0xFEC00000", i, (unsigned long long)size);
+        if (!taken_done)
+            collect_taken();
+        uint64_t base = find_gap(r.size, i);
+        if (!base) {
+            set_why("no room for BAR %u (0x%llx bytes) in 0x%llx-0x%llx", i, (unsigned long long)r.size,
+                    MMIO_WINDOW_START, MMIO_WINDOW_END);
             return false;
         }
-        next_mmio = base + size;
+        uint16_t cmd = pci_r16(b, PCI_COMMAND);
+        pci_w16(b, PCI_COMMAND, cmd & ~(PCI_CMD_MEMORY | 1));
         pci_w32(b, reg, (uint32_t)base);
-        if (is64)
+        if (r.is64)
             pci_w32(b, reg + 4, (uint32_t)(base >> 32));
         uint64_t check = pci_r32(b, reg) & ~0xFull;
-        if (is64)
+        if (r.is64)
             check |= (uint64_t)pci_r32(b, reg + 4) << 32;
+        pci_w16(b, PCI_COMMAND, cmd);
         if (check != base) {
-            pci_w16(b, PCI_COMMAND, cmd);
             set_why("BAR %u reads 0x%llx after writing 0x%llx", i, (unsigned long long)check,
                     (unsigned long long)base);
             return false;
         }
+        if (ntaken < 64)
+            taken[ntaken++] = (typeof(taken[0])){ b, (uint8_t)i, base, base + r.size };
         if (verbose)
             print(NAME ": [verbose] BAR %u: %s memory%s, 0x%llx bytes, was 0x%llx, assigned 0x%llx\n", i,
-                  is64 ? "64-bit" : "32-bit", (lo & 8) ? " prefetchable" : "", (unsigned long long)size,
-                  (unsigned long long)addr,
-                  (unsigned long long)base);
+                  r.is64 ? "64-bit" : "32-bit", (r.lo & 8) ? " prefetchable" : "", (unsigned long long)r.size,
+                  (unsigned long long)addr, (unsigned long long)base);
         addr = base;
     } else if (verbose) {
         print(NAME ": [verbose] BAR %u: %s memory%s, 0x%llx bytes at 0x%llx (programmed before boot)\n", i,
-              is64 ? "64-bit" : "32-bit", (lo & 8) ? " prefetchable" : "", (unsigned long long)size,
+              r.is64 ? "64-bit" : "32-bit", (r.lo & 8) ? " prefetchable" : "", (unsigned long long)r.size,
               (unsigned long long)addr);
     }
-    pci_w16(b, PCI_COMMAND, cmd);
     dev.bar_base[i] = addr;
-    dev.bar_size[i] = size;
+    dev.bar_size[i] = r.size;
     dev.bar_done[i] = true;
     return true;
 }
@@ -974,8 +1053,8 @@ static void __attribute__((noreturn)) timeout_fatal(const char *what)
     fatal(what);
 }
 
-/* Offer one chain, notify, wait for it. Returns false (why set) if the
- * device answered with another chain; times out fatally. */
+/* Offer one chain, notify, wait for it. A timeout, or a used element
+ * naming another chain (the queue state is then unknown), ends the run. */
 static bool vq_run(const struct seg *s, int n, uint32_t *len, const char *what)
 {
     int head = vq_add(s, n);
@@ -989,9 +1068,7 @@ static bool vq_run(const struct seg *s, int n, uint32_t *len, const char *what)
         timeout_fatal(what);
     if (id != (uint32_t)head) {
         set_why("used element id %u, expected the chain's head %d", id, head);
-        if (id < vq.size)
-            vq_free((uint16_t)id);
-        return false;
+        fatal(what);
     }
     vq_free((uint16_t)head);
     return true;
@@ -1655,9 +1732,8 @@ static void test_wrap(void)
                 timeout_fatal(WHAT("wrap: request %llu", (unsigned long long)completed));
             completed++;
             if (id >= dev.qsize || !outstanding[id]) {
-                if (!failures++)
-                    set_why("request %llu: used element id %u is no outstanding chain's head",
-                            (unsigned long long)completed, id);
+                set_why("request %llu: used element id %u is no outstanding chain's head",
+                        (unsigned long long)completed, id);
                 fatal("wrap: used ring");
             }
             outstanding[id] = false;
