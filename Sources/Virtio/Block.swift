@@ -134,31 +134,40 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
         guard index == 0, var q = queue, !needsReset else { return }
         defer { queue = q }
         var completed = false
-        while true {
-            let chain: DescriptorChain
-            do {
-                guard let c = try q.popAvailable() else { break }
-                chain = c
-            } catch {
-                // A malformed chain (a loop, an index or buffer out of range, a
-                // readable buffer after a writable one) means a broken or hostile
-                // driver: stop serving the queue until it resets the device, as
-                // QEMU does (§2.1.2, DEVICE_NEEDS_RESET).
-                failedRequests &+= 1
-                needsReset = true
-                interrupt?.signalNeedsReset()
-                break
+        // Drain, then ask for the next notification (§2.7.10: with EVENT_IDX
+        // this publishes avail_event = the next index we will read; without
+        // it, clears NO_NOTIFY). A driver that added buffers in between will
+        // not notify for them, so if any are waiting, drain again.
+        repeat {
+            while let chain = popNext(&q) {
+                guard let written = process(chain) else {
+                    // A request without the framing §5.2.6 requires: a broken driver (QEMU agrees).
+                    markNeedsReset()
+                    break
+                }
+                if (try? q.addUsed(head: chain.headIndex, length: written)) != nil { completed = true }
             }
-            guard let written = process(chain) else {
-                // A request without the framing §5.2.6 requires: a broken driver (QEMU agrees).
-                failedRequests &+= 1
-                needsReset = true
-                interrupt?.signalNeedsReset()
-                break
-            }
-            if (try? q.addUsed(head: chain.headIndex, length: written)) != nil { completed = true }
-        }
+        } while !needsReset && q.enableNotification()
         if completed && q.needsNotification() { interrupt?.signalUsedBuffer(queueIndex: 0) }
+    }
+
+    /// The next available chain, or nil when none is waiting or the queue is broken.
+    private func popNext(_ q: inout Virtqueue) -> DescriptorChain? {
+        guard !needsReset else { return nil }
+        do { return try q.popAvailable() } catch {
+            // A malformed chain (a loop, an index or buffer out of range, a
+            // readable buffer after a writable one) means a broken or hostile
+            // driver: stop serving the queue until it resets the device, as
+            // QEMU does (§2.1.2, DEVICE_NEEDS_RESET).
+            markNeedsReset()
+            return nil
+        }
+    }
+
+    private func markNeedsReset() {
+        failedRequests &+= 1
+        needsReset = true
+        interrupt?.signalNeedsReset()
     }
 
     /// Serves one request; returns the bytes written into the chain's writable

@@ -69,6 +69,18 @@ struct BlockTests {
         #expect(rig.sectorBytes(12) != data[..<512].map { $0 })
     }
 
+    @Test("with EVENT_IDX, after draining the device publishes avail_event so the driver notifies again (Linux relies on it)")
+    func eventIndex() throws {
+        let rig = try BlockRig()  // negotiates everything offered, EVENT_IDX included
+        #expect(rig.device.offeredFeatures.contains(.ringEventIdx))
+        for round in 1...3 {
+            let r = try rig.submit([.readable(BlockRig.header(0, sector: UInt64(round))), .writable(512), .writable(1)])
+            #expect(r.status == 0)
+            // avail_event (after the used ring) names the next available index: the driver's next add notifies.
+            #expect(try rig.driver.availEvent() == UInt16(round), "round \(round)")
+        }
+    }
+
     @Test("FLUSH flushes the backend; GET_ID answers the serial, zero-padded to 20 bytes")
     func flushAndID() throws {
         let rig = try BlockRig()
