@@ -72,49 +72,26 @@ public final class VirtualMachine: Sendable {
     /// `eventFD` inside the kernel instead of exiting to userspace. With
     /// `datamatch`, only writes of that value do (api.rst, "KVM_IOEVENTFD").
     public func registerIOEventFD(_ eventFD: Int32, address: UInt64, length: UInt32, pio: Bool, datamatch: UInt64? = nil) throws(KVMError) {
-        var e = kvm_ioeventfd()
-        e.addr = address
-        e.len = length
-        e.fd = eventFD
-        e.datamatch = datamatch ?? 0
-        e.flags = (pio ? UInt32(1 << kvm_ioeventfd_flag_nr_pio) : 0)
-            | (datamatch != nil ? UInt32(1 << kvm_ioeventfd_flag_nr_datamatch) : 0)
-        _ = try check("KVM_IOEVENTFD", context: "\(pio ? "port" : "MMIO") 0x\(String(address, radix: 16))") {
-            ckvm_ioctl_ptr(fd.rawValue, CKVM_IOEVENTFD, &e)
-        }
-    }
-
-    /// Programs the in-kernel 8259 pair as a PC BIOS leaves it: master vectors
-    /// from 0x08, slave from 0x70, every line masked (KVM_GET/SET_IRQCHIP on
-    /// chips 0 and 1). Kernels that use the PIC program it themselves; test
-    /// kernels written for QEMU (whose SeaBIOS did this) may not.
-    public func initializePICsAsBIOS() throws(KVMError) {
-        for (chip, base) in [(UInt32(KVM_IRQCHIP_PIC_MASTER), UInt8(0x08)), (UInt32(KVM_IRQCHIP_PIC_SLAVE), UInt8(0x70))] {
-            var state = kvm_irqchip()
-            state.chip_id = chip
-            _ = try check("KVM_GET_IRQCHIP", context: "PIC \(chip)") { ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_IRQCHIP, &state) }
-            state.chip.pic.irq_base = base
-            state.chip.pic.imr = 0xFF
-            state.chip.pic.init4 = 1       // ICW4 was given (8086 mode)
-            state.chip.pic.init_state = 0  // initialisation finished
-            _ = try check("KVM_SET_IRQCHIP", context: "PIC \(chip)") { ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_IRQCHIP, &state) }
-        }
+        try ioeventfd(eventFD, address: address, length: length, pio: pio, datamatch: datamatch, deassign: false)
     }
 
     /// KVM_IOEVENTFD with KVM_IOEVENTFD_FLAG_DEASSIGN: removes a registration
     /// made with the same address, length, eventfd and datamatch.
     public func unregisterIOEventFD(_ eventFD: Int32, address: UInt64, length: UInt32, pio: Bool, datamatch: UInt64? = nil) throws(KVMError) {
+        try ioeventfd(eventFD, address: address, length: length, pio: pio, datamatch: datamatch, deassign: true)
+    }
+
+    private func ioeventfd(_ eventFD: Int32, address: UInt64, length: UInt32, pio: Bool, datamatch: UInt64?, deassign: Bool) throws(KVMError) {
         var e = kvm_ioeventfd()
         e.addr = address
         e.len = length
         e.fd = eventFD
         e.datamatch = datamatch ?? 0
-        e.flags = UInt32(1 << kvm_ioeventfd_flag_nr_deassign)
+        e.flags = (deassign ? UInt32(1 << kvm_ioeventfd_flag_nr_deassign) : 0)
             | (pio ? UInt32(1 << kvm_ioeventfd_flag_nr_pio) : 0)
             | (datamatch != nil ? UInt32(1 << kvm_ioeventfd_flag_nr_datamatch) : 0)
-        _ = try check("KVM_IOEVENTFD", context: "deassign \(pio ? "port" : "MMIO") 0x\(String(address, radix: 16))") {
-            ckvm_ioctl_ptr(fd.rawValue, CKVM_IOEVENTFD, &e)
-        }
+        let what = "\(deassign ? "deassign " : "")\(pio ? "port" : "MMIO") 0x\(String(address, radix: 16))"
+        _ = try check("KVM_IOEVENTFD", context: what) { ckvm_ioctl_ptr(fd.rawValue, CKVM_IOEVENTFD, &e) }
     }
 
     /// KVM_CHECK_EXTENSION on the VM fd (some answers, like max vCPUs, are per VM).
