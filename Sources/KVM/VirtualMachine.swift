@@ -94,6 +94,23 @@ public final class VirtualMachine: Sendable {
         _ = try check("KVM_IOEVENTFD", context: what) { ckvm_ioctl_ptr(fd.rawValue, CKVM_IOEVENTFD, &e) }
     }
 
+    /// Programs the in-kernel 8259 pair as a PC BIOS leaves it: master vectors
+    /// from 0x08, slave from 0x70, every line masked (KVM_GET/SET_IRQCHIP on
+    /// chips 0 and 1). Kernels that use the PIC program it themselves; test
+    /// kernels written for QEMU (whose SeaBIOS did this) may not.
+    public func initializePICsAsBIOS() throws(KVMError) {
+        for (chip, base) in [(UInt32(KVM_IRQCHIP_PIC_MASTER), UInt8(0x08)), (UInt32(KVM_IRQCHIP_PIC_SLAVE), UInt8(0x70))] {
+            var state = kvm_irqchip()
+            state.chip_id = chip
+            _ = try check("KVM_GET_IRQCHIP", context: "PIC \(chip)") { ckvm_ioctl_ptr(fd.rawValue, CKVM_GET_IRQCHIP, &state) }
+            state.chip.pic.irq_base = base
+            state.chip.pic.imr = 0xFF
+            state.chip.pic.init4 = 1       // ICW4 was given (8086 mode)
+            state.chip.pic.init_state = 0  // initialisation finished
+            _ = try check("KVM_SET_IRQCHIP", context: "PIC \(chip)") { ckvm_ioctl_ptr(fd.rawValue, CKVM_SET_IRQCHIP, &state) }
+        }
+    }
+
     /// KVM_CHECK_EXTENSION on the VM fd (some answers, like max vCPUs, are per VM).
     public func checkExtension(_ capability: Int32) -> Int32 {
         max(0, ckvm_ioctl(fd.rawValue, CKVM_CHECK_EXTENSION, UInt(capability)))
