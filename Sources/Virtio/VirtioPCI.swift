@@ -18,6 +18,10 @@
 // to userspace: the I/O thread calls `notify(queue:)`. Used buffers are
 // signalled through the queue's MSI-X vector (an irqfd in the machine).
 //
+// Feature negotiation, the queue registers' rules, DRIVER_OK and reset are
+// VirtioTransportCore's (TransportCore.swift), shared with virtio-mmio; this
+// file decodes the PCI layout and owns the MSI-X vectors and the ISR.
+//
 // Threading: one lock (`state`) serialises the transport and every call
 // into the device model, from vCPU threads (register accesses) and the I/O
 // thread (notifications). Interrupt delivery uses a separate small object
@@ -60,23 +64,17 @@ public final class VirtioPCIDevice: PCIDevice, @unchecked Sendable {
     private let state: Mutex<TransportState>
     private let queueCount: Int
 
-    struct QueueState {
-        var size: UInt16
-        var enabled = false
-        var vector: UInt16 = VirtioPCIDevice.noVector
-        var configuration: QueueConfiguration
-    }
-
     struct TransportState {
-        var deviceFeatureSelect: UInt32 = 0
-        var driverFeatureSelect: UInt32 = 0
-        var driverFeatures: FeatureSet = []
-        var status: UInt8 = 0
-        var configGeneration: UInt8 = 0
-        var queueSelect: UInt16 = 0
+        /// Features, status, queue select and the queues' registers (shared with virtio-mmio).
+        var core: VirtioTransportCore
         var configVector: UInt16 = VirtioPCIDevice.noVector
-        var queues: [QueueState]
-        var active = false
+        /// queue_msix_vector per queue.
+        var queueVectors: [UInt16]
+
+        init(maxSizes: [UInt16]) {
+            core = VirtioTransportCore(maxSizes: maxSizes)
+            queueVectors = [UInt16](repeating: VirtioPCIDevice.noVector, count: maxSizes.count)
+        }
     }
 
     /// A transport for `device`, interrupting through an MSI-X table whose
@@ -108,9 +106,7 @@ public final class VirtioPCIDevice: PCIDevice, @unchecked Sendable {
         _ = try space.addMSIXCapability(try MSIXCapability(vectorCount: vectors, tableBAR: 0, tableOffset: UInt32(Self.msixTableOffset),
                                                            pbaBAR: 0, pbaOffset: UInt32(Self.msixPBAOffset)))
         configuration = try PCIConfiguration(space, msix: table)
-        state = Mutex(TransportState(queues: device.queueMaxSizes.map {
-            QueueState(size: $0, configuration: QueueConfiguration(size: $0, descriptorTable: GuestAddress(0), availRing: GuestAddress(0), usedRing: GuestAddress(0)))
-        }))
+        state = Mutex(TransportState(maxSizes: device.queueMaxSizes))
         barDevice = makeBarDevice()
     }
 
@@ -179,7 +175,7 @@ public final class VirtioPCIDevice: PCIDevice, @unchecked Sendable {
     /// A driver notified `queue` (from the I/O thread's ioeventfd, or a notify-region write).
     public func notify(queue: Int) {
         state.withLock { s in
-            guard s.active, queue >= 0, queue < s.queues.count, s.queues[queue].enabled else { return }
+            guard s.core.acceptsNotification(queue: queue) else { return }
             device.queueNotified(queue)
         }
     }
@@ -187,113 +183,82 @@ public final class VirtioPCIDevice: PCIDevice, @unchecked Sendable {
     // MARK: Common configuration (§4.1.4.3)
 
     private func readCommon(_ s: inout TransportState, offset: Int, size: Int) -> UInt64 {
-        let q = Int(s.queueSelect) < s.queues.count ? Int(s.queueSelect) : nil
+        let q = s.core.selectedQueue
         let value: UInt64
         switch (offset, size) {
-        case (0x00, 4): value = UInt64(s.deviceFeatureSelect)
-        case (0x04, 4): value = UInt64(device.offeredFeatures.word(s.deviceFeatureSelect))
-        case (0x08, 4): value = UInt64(s.driverFeatureSelect)
-        case (0x0C, 4): value = UInt64(s.driverFeatures.word(s.driverFeatureSelect))
+        case (0x00, 4): value = UInt64(s.core.deviceFeatureSelect)
+        case (0x04, 4): value = UInt64(s.core.deviceFeatureWord(of: device))
+        case (0x08, 4): value = UInt64(s.core.driverFeatureSelect)
+        case (0x0C, 4): value = UInt64(s.core.driverFeatureWord)
         case (0x10, 2): value = UInt64(s.configVector)
-        case (0x12, 2): value = UInt64(s.queues.count)
-        case (0x14, 1): value = UInt64(s.status | (signals.needsReset ? DeviceStatus.deviceNeedsReset.rawValue : 0))
-        case (0x15, 1): value = UInt64(s.configGeneration)
-        case (0x16, 2): value = UInt64(s.queueSelect)
-        case (0x18, 2): value = UInt64(q.map { s.queues[$0].size } ?? 0)
-        case (0x1A, 2): value = UInt64(q.map { s.queues[$0].vector } ?? Self.noVector)
-        case (0x1C, 2): value = UInt64(q.map { s.queues[$0].enabled ? 1 : 0 } ?? 0)
+        case (0x12, 2): value = UInt64(s.core.queues.count)
+        case (0x14, 1): value = UInt64(s.core.status | (signals.needsReset ? DeviceStatus.deviceNeedsReset.rawValue : 0))
+        case (0x15, 1): value = UInt64(s.core.configGeneration)
+        case (0x16, 2): value = UInt64(s.core.queueSelect)
+        case (0x18, 2): value = UInt64(q.map { s.core.queues[$0].size } ?? 0)
+        case (0x1A, 2): value = UInt64(q.map { s.queueVectors[$0] } ?? Self.noVector)
+        case (0x1C, 2): value = UInt64(q.map { s.core.queues[$0].enabled ? 1 : 0 } ?? 0)
         case (0x1E, 2): value = UInt64(q ?? 0)  // queue_notify_off: queue q notifies at q * multiplier
         case (0x20, 4), (0x24, 4), (0x28, 4), (0x2C, 4), (0x30, 4), (0x34, 4):
-            guard let q else { return 0 }
-            let c = s.queues[q].configuration
-            let address = [c.descriptorTable, c.availRing, c.usedRing][(offset - 0x20) / 8].rawValue
-            value = offset % 8 == 0 ? address & 0xFFFF_FFFF : address >> 32
+            guard q != nil else { return 0 }
+            value = UInt64(s.core.queueAddressWord(Self.queuePart(offset), high: offset % 8 != 0))
         case (0x38, 2): value = UInt64(q ?? 0)  // queue_notify_data
         default: value = 0
         }
         return value
     }
 
+    /// The ring address at common-configuration offset 0x20-0x37 (desc, driver, device; low then high word).
+    private static func queuePart(_ offset: Int) -> VirtqueuePart {
+        switch (offset - 0x20) / 8 {
+        case 0: return .descriptorTable
+        case 1: return .availRing
+        default: return .usedRing
+        }
+    }
+
     private func writeCommon(_ s: inout TransportState, offset: Int, size: Int, value: UInt64) {
         let v32 = UInt32(truncatingIfNeeded: value), v16 = UInt16(truncatingIfNeeded: value)
-        let q = Int(s.queueSelect) < s.queues.count ? Int(s.queueSelect) : nil
-        // Queue registers may only change before the queue is enabled (§4.1.4.3.2).
-        let queueWritable = q.map { !s.queues[$0].enabled } ?? false
+        // Queue registers may only change before the queue is enabled (§4.1.4.3.2): VirtioTransportCore checks.
         switch (offset, size) {
-        case (0x00, 4): s.deviceFeatureSelect = v32
-        case (0x08, 4): s.driverFeatureSelect = v32
-        case (0x0C, 4):
-            guard s.status & DeviceStatus.featuresOK.rawValue == 0 else { return }  // fixed after FEATURES_OK
-            s.driverFeatures = s.driverFeatures.settingWord(s.driverFeatureSelect, to: v32)
+        case (0x00, 4): s.core.deviceFeatureSelect = v32
+        case (0x08, 4): s.core.driverFeatureSelect = v32
+        case (0x0C, 4): s.core.writeDriverFeatureWord(v32)  // fixed after FEATURES_OK
         case (0x10, 2):
             s.configVector = v16 == Self.noVector || Int(v16) < msix.vectorCount ? v16 : Self.noVector
             signals.setConfigVector(s.configVector)
         case (0x14, 1): writeStatus(&s, UInt8(truncatingIfNeeded: value))
-        case (0x16, 2): s.queueSelect = v16
+        case (0x16, 2): s.core.queueSelect = UInt32(v16)
         case (0x18, 2):
             // A power of two no larger than the maximum; anything else is ignored (§4.1.4.3.2).
-            guard let q, queueWritable, v16 > 0, v16 & (v16 - 1) == 0, v16 <= device.queueMaxSizes[q] else { return }
-            s.queues[q].size = v16
-            s.queues[q].configuration.size = v16
+            s.core.setQueueSize(UInt32(v16))
         case (0x1A, 2):
-            guard let q else { return }
-            s.queues[q].vector = v16 == Self.noVector || Int(v16) < msix.vectorCount ? v16 : Self.noVector
-            signals.setQueueVector(q, s.queues[q].vector)
+            guard let q = s.core.selectedQueue else { return }
+            s.queueVectors[q] = v16 == Self.noVector || Int(v16) < msix.vectorCount ? v16 : Self.noVector
+            signals.setQueueVector(q, s.queueVectors[q])
         case (0x1C, 2):
-            guard let q, queueWritable, v16 == 1 else { return }  // 0 is not a valid write (§4.1.4.3.2)
-            s.queues[q].enabled = true
+            guard v16 == 1 else { return }  // 0 is not a valid write (§4.1.4.3.2)
+            s.core.enableSelectedQueue()
         case (0x20, 4), (0x24, 4), (0x28, 4), (0x2C, 4), (0x30, 4), (0x34, 4):
-            guard let q, queueWritable else { return }
-            var c = s.queues[q].configuration
-            let part = (offset - 0x20) / 8
-            let old = [c.descriptorTable, c.availRing, c.usedRing][part].rawValue
-            let new = offset % 8 == 0 ? (old & ~0xFFFF_FFFF) | UInt64(v32) : (old & 0xFFFF_FFFF) | UInt64(v32) << 32
-            switch part {
-            case 0: c.descriptorTable = GuestAddress(new)
-            case 1: c.availRing = GuestAddress(new)
-            default: c.usedRing = GuestAddress(new)
-            }
-            s.queues[q].configuration = c
+            s.core.setQueueAddressWord(Self.queuePart(offset), high: offset % 8 != 0, to: v32)
         default: break  // read-only registers and wrong widths
         }
     }
 
-    /// device_status: 0 resets; FEATURES_OK is kept only for an acceptable feature set;
-    /// DRIVER_OK starts the device (§3.1.1, §2.1.2).
+    /// device_status: the shared rules (0 resets; FEATURES_OK is kept only for
+    /// an acceptable feature set; DRIVER_OK starts the device: §3.1.1, §2.1.2),
+    /// then what is PCI's own: a reset also forgets the MSI-X vectors and the
+    /// ISR; a failed DRIVER_OK is reported through the signals.
     private func writeStatus(_ s: inout TransportState, _ value: UInt8) {
-        if value == 0 {
-            device.reset()
-            let maxSizes = device.queueMaxSizes
-            s = TransportState(queues: maxSizes.map {
-                QueueState(size: $0, configuration: QueueConfiguration(size: $0, descriptorTable: GuestAddress(0), availRing: GuestAddress(0), usedRing: GuestAddress(0)))
-            })
+        switch s.core.writeStatus(value, device: device, memory: memory, interrupt: signals) {
+        case .stored: break
+        case .reset:
+            s.configVector = Self.noVector
+            s.queueVectors = [UInt16](repeating: Self.noVector, count: s.queueVectors.count)
             signals.reset()
-            return
+        case .activationFailed:
+            signals.signalNeedsReset()
         }
-        var new = value
-        if new & DeviceStatus.featuresOK.rawValue != 0 && s.status & DeviceStatus.featuresOK.rawValue == 0 {
-            // The driver may accept only what was offered, and must accept VERSION_1 (modern).
-            let ok = s.driverFeatures.isSubset(of: device.offeredFeatures) && s.driverFeatures.contains(.version1)
-            if !ok { new &= ~DeviceStatus.featuresOK.rawValue }
-        }
-        if new & DeviceStatus.driverOK.rawValue != 0 && !s.active {
-            guard new & DeviceStatus.featuresOK.rawValue != 0 else { s.status = new & ~DeviceStatus.driverOK.rawValue; return }
-            var queues: [Virtqueue?] = []
-            do {
-                for (i, q) in s.queues.enumerated() {
-                    queues.append(q.enabled ? try Virtqueue(memory: memory, configuration: q.configuration,
-                                                            maxSize: device.queueMaxSizes[i], features: s.driverFeatures) : nil)
-                }
-                try device.activate(queues: queues, features: s.driverFeatures, memory: memory, interrupt: signals)
-                s.active = true
-            } catch {
-                // A queue the driver laid out badly: the device needs a reset (§2.1.2).
-                new |= DeviceStatus.deviceNeedsReset.rawValue
-                s.configGeneration &+= 1
-                signals.signalNeedsReset()
-            }
-        }
-        s.status = new
     }
 }
 
