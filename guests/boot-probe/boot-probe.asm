@@ -133,7 +133,7 @@
 ; =============================================================================
 
 %include "serial.inc"                   ; PRINT, 32-bit serial_puts
-%include "serial64.inc"                 ; lm_putc, lm_puts, lm_puthex64, lm_putdec64
+%include "serial64.inc"                 ; lm_putc, lm_puts, lm_puthex64, lm_putdec64, lm_puttoken
 
 ; ---- where things are --------------------------------------------------------
 PM_BASE             equ 0x1000000       ; pref_address / PT_LOAD: 16 MiB
@@ -647,22 +647,6 @@ put_hex16:
 ; put_dec: print RAX in decimal.
 put_dec:
     jmp lm_putdec64
-
-; put_token: print the command-line word at RSI (up to a byte <= ' ').
-put_token:
-    push rax
-    push rsi
-.next:
-    mov al, [rsi]
-    cmp al, ' '
-    jbe .done
-    call lm_putc
-    inc rsi
-    jmp .next
-.done:
-    pop rsi
-    pop rax
-    ret
 
 ; lock_acquire / lock_release: the print lock, so the lines of CPUs running
 ; at the same time do not interleave. XCHG with a memory operand is always
@@ -1339,7 +1323,7 @@ parse_params:
 .bad:
     PRINT "boot-probe: probe parameter "
     mov rsi, rbp
-    call put_token
+    call lm_puttoken
     FAIL "expected probe.cpus=1..255, probe.mem=MIB or probe.initrd=SIZE:SUM"
     jmp .skip
 .done:

@@ -572,7 +572,7 @@ parse_command_line:
 ; unknown_kind: RSI = the value after "kind=".
 unknown_kind:
     PRINT "exit-bench: unknown kind "
-    call put_token
+    call lm_puttoken
     PRINT 10
     jmp exit_usage
 
@@ -580,7 +580,7 @@ unknown_kind:
 bad_argument:
     PRINT "exit-bench: bad argument "
     mov rsi, rbp
-    call put_token
+    call lm_puttoken
     PRINT " (expected kind=NAME cpl=0|3 batches=B batch=M)", 10
     ; fall through
 exit_usage:
@@ -688,23 +688,6 @@ parse_u32:
 .bad:
     pop rcx
     stc
-    ret
-
-; put_token: print the bytes at RSI up to the first one <= ' '.
-; Preserves all registers.
-put_token:
-    push rax
-    push rsi
-.next:
-    mov al, [rsi]
-    cmp al, ' '
-    jbe .done
-    call lm_putc
-    inc rsi
-    jmp .next
-.done:
-    pop rsi
-    pop rax
     ret
 
 ; =============================================================================
