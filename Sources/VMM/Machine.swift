@@ -169,7 +169,8 @@ public final class Machine: Sendable {
             kernel = try Self.loadKernel(image, kind: kind, initrd: initrd, modules: modules, config: config, onPVM: onPVM,
                                          diagnostics: diagnostics, memory: memory)
             let (signature, features) = CPUIDTable.signature(supportedCPUID)
-            let mp = MPTable.build(at: MachineMap.mpTable.rawValue, cpus: config.cpus, signature: signature, features: features)
+            let mp = MPTable.build(at: MachineMap.mpTable.rawValue, cpus: config.cpus, signature: signature, features: features,
+                                   levelTriggeredPins: Self.virtioMMIOWindows(config).map { UInt8($0.irq) })
             if let mpRange = GuestRange(start: MachineMap.mpTable, length: UInt64(mp.count)),
                 !kernel.ranges.contains(where: { $0.overlaps(mpRange) }), memory.contains(MachineMap.mpTable, size: mpRange.length) {
                 try? memory.write(bytes: mp, at: MachineMap.mpTable)
@@ -194,7 +195,8 @@ public final class Machine: Sendable {
             try pio.insert(CMOS(memorySize: config.memorySize), base: MachineMap.cmosPort, length: 2)
             try pio.insert(IgnoredPort(name: "POST code (io delay)"), base: MachineMap.postCodePort, length: 1)
             try pio.insert(DebugExit(control: stopController), base: MachineMap.debugExitPort, length: 1)
-            let fwcfgCommandLine = kind == .linux ? Self.linuxCommandLine(config.append, noxsave: onPVM && !config.keptFeatures.contains { $0.name == "xsave" }) : nil
+            let fwcfgCommandLine = kind == .linux ? Self.linuxCommandLine(config.append, noxsave: onPVM && !config.keptFeatures.contains { $0.name == "xsave" },
+                                                                          virtioMMIO: Self.virtioMMIOWindows(config)) : nil
             try pio.insert(FirmwareConfig(items: FirmwareConfig.standardItems(ramSize: config.memorySize, cpus: config.cpus,
                                                                                 linuxCommandLine: fwcfgCommandLine)),
                            base: MachineMap.firmwareConfigPort, length: 2)
@@ -221,20 +223,33 @@ public final class Machine: Sendable {
             throw VMMError("device layout: \(error)", status: ExitStatus.hostFailure)
         }
         var allocator = PCIBarAllocator(memoryWindow: MachineMap.pciMemoryWindow)
+        var mmioWindows: [(device: VirtioMMIODevice, base: UInt64)] = []
         for (i, disk) in config.disks.enumerated() {
             let backend = try Self.openDisk(disk)
             backends.append(backend)
             let block = VirtioBlock(backend: backend, serial: disk.serial ?? "skvm-disk\(i)")
             do {
-                let router = try KVMMSIRouter(vectors: block.queueMaxSizes.count + 1, vm: vm, table: routing)
-                let function = try VirtioPCIDevice(name: "virtio-blk \(i)", device: block, memory: memory, router: router)
-                let assigned = function.configuration.withSpace { space -> PCIError? in
-                    do throws(PCIError) { try allocator.assign(&space) } catch { return error }
-                    return nil
+                switch disk.transport {
+                case .pci:
+                    let slot = config.disks[..<i].count { $0.transport == .pci } + 1
+                    let router = try KVMMSIRouter(vectors: block.queueMaxSizes.count + 1, vm: vm, table: routing)
+                    let function = try VirtioPCIDevice(name: "virtio-blk \(i)", device: block, memory: memory, router: router)
+                    let assigned = function.configuration.withSpace { space -> PCIError? in
+                        do throws(PCIError) { try allocator.assign(&space) } catch { return error }
+                        return nil
+                    }
+                    if let assigned { throw VMMError("disk '\(disk.path)': \(assigned)", status: ExitStatus.hostFailure) }
+                    try notifiers.add(function, slot: slot, queues: block.queueMaxSizes.count)
+                    try bridge.register(function, slot: slot)
+                case .mmio:
+                    let n = mmioWindows.count
+                    let irq = MachineMap.virtioMMIOFirstIRQ + UInt32(n)
+                    let device = VirtioMMIODevice(name: "virtio-mmio-blk \(i)", device: block, memory: memory,
+                                                  interrupt: IRQLine(vm: vm, irq: irq, diagnostics: diagnostics))
+                    let base = MachineMap.virtioMMIOAddress(n)
+                    try notifiers.add(device, base: base)
+                    mmioWindows.append((device, base))
                 }
-                if let assigned { throw VMMError("disk '\(disk.path)': \(assigned)", status: ExitStatus.hostFailure) }
-                try notifiers.add(function, slot: i + 1, queues: block.queueMaxSizes.count)
-                try bridge.register(function, slot: i + 1)
             } catch let e as VMMError {
                 throw e
             } catch {
@@ -245,7 +260,8 @@ public final class Machine: Sendable {
         self.pio = pio
         var mmio = Bus()
         do {
-            if !config.disks.isEmpty {
+            for w in mmioWindows { try mmio.insert(w.device, base: w.base, length: VirtioMMIODevice.windowSize) }
+            if config.disks.contains(where: { $0.transport == .pci }) {
                 let window = MachineMap.pciMemoryWindow
                 try mmio.insert(PCIBarWindow(bridge: bridge, space: .memory, base: window.lowerBound),
                                 base: window.lowerBound, length: UInt64(window.count))
@@ -295,6 +311,13 @@ public final class Machine: Sendable {
         }
     }
 
+    /// The virtio-mmio windows the configuration asks for, in order: device n
+    /// at `MachineMap.virtioMMIOAddress(n)` on IOAPIC pin 16 + n.
+    static func virtioMMIOWindows(_ config: MachineConfig) -> [(address: UInt64, irq: UInt32)] {
+        let count = config.disks.count { $0.transport == .mmio }
+        return (0..<count).map { (MachineMap.virtioMMIOAddress($0), MachineMap.virtioMMIOFirstIRQ + UInt32($0)) }
+    }
+
     /// MSRs set on every vCPU before it runs, as firmware leaves them.
     static let bootMSRs: [(index: UInt32, value: UInt64)] = [
         (0x1A0, 0x1),     // IA32_MISC_ENABLE: fast-string operations enabled
@@ -314,7 +337,9 @@ public final class Machine: Sendable {
             if noxsave {
                 diagnostics.note("PVM keeps XSAVE visible to the guest and KVM's emulator cannot run xrstor: adding noxsave to the kernel command line (--cpuid-unmask xsave to leave it out)")
             }
-            return try LinuxLoader.load(kernel: image, initrd: initrd, commandLine: linuxCommandLine(config.append, noxsave: noxsave), memory: memory)
+            return try LinuxLoader.load(kernel: image, initrd: initrd,
+                                        commandLine: linuxCommandLine(config.append, noxsave: noxsave, virtioMMIO: virtioMMIOWindows(config)),
+                                        memory: memory)
         }
     }
 
@@ -322,8 +347,13 @@ public final class Machine: Sendable {
     /// the console on COM1, `reboot=k` so that a guest reboot pulses the i8042
     /// reset line (which ends the VM), `panic=-1` so a panic reboots at once,
     /// and on PVM hosts `noxsave` (see `CPUIDPolicy.emulatorUnsupported`).
-    public static func linuxCommandLine(_ append: String, noxsave: Bool = false) -> String {
-        let base = "console=ttyS0 reboot=k panic=-1" + (noxsave ? " noxsave" : "")
+    /// Each virtio-mmio window is announced as `virtio_mmio.device=4K@ADDR:IRQ`
+    /// (Documentation/admin-guide/kernel-parameters.txt; needs a kernel built
+    /// with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, which Debian's lacks).
+    public static func linuxCommandLine(_ append: String, noxsave: Bool = false,
+                                        virtioMMIO: [(address: UInt64, irq: UInt32)] = []) -> String {
+        var base = "console=ttyS0 reboot=k panic=-1" + (noxsave ? " noxsave" : "")
+        for w in virtioMMIO { base += " virtio_mmio.device=4K@0x\(String(w.address, radix: 16)):\(w.irq)" }
         return append.isEmpty ? base : base + " " + append
     }
 
@@ -346,6 +376,11 @@ public final class Machine: Sendable {
     /// Checks the vCPU and pinning choices against this host.
     static func checkUserLimits(_ config: MachineConfig) throws(VMMError) {
         guard config.cpus >= 1 else { throw VMMError("--cpus must be at least 1", status: ExitStatus.usage) }
+        let mmioCount = virtioMMIOWindows(config).count
+        guard mmioCount <= MachineMap.virtioMMIOSlots else {
+            throw VMMError("\(mmioCount) devices with transport=mmio: skvm's machine has \(MachineMap.virtioMMIOSlots) virtio-mmio windows (IOAPIC pins 16-23); put the rest on PCI",
+                           status: ExitStatus.usage)
+        }
         // xAPIC ids are 8 bits and 255 is the broadcast id; the MP table gives
         // the vCPUs ids 0..N-1 and the IOAPIC id N, so N can be 254 at most.
         guard config.cpus <= MPTable.maximumCPUs else {

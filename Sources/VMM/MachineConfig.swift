@@ -65,7 +65,12 @@ public struct MachineConfig: Sendable {
 public struct DiskConfig: Sendable, Equatable {
     public enum Format: String, Sendable { case raw, qcow2, auto }
     public enum Cache: String, Sendable { case writeback, none }
+    /// How the guest finds the device: a PCI function (what stock kernels
+    /// probe), or a virtio-mmio window (for kernels built with
+    /// CONFIG_VIRTIO_MMIO; Linux learns of it from the command line).
+    public enum Transport: String, Sendable { case pci, mmio }
     public var path: String
+    public var transport: Transport = .pci
     public var format: Format = .auto
     public var readOnly = false
     public var cache: Cache = .writeback
@@ -74,7 +79,7 @@ public struct DiskConfig: Sendable, Equatable {
 
     public init(path: String) { self.path = path }
 
-    /// Parses "PATH" or "path=PATH,format=raw|qcow2|auto,readonly=on|off,cache=writeback|none,serial=ID".
+    /// Parses "PATH" or "path=PATH,format=raw|qcow2|auto,readonly=on|off,cache=writeback|none,serial=ID,transport=pci|mmio".
     public static func parse(_ text: String) throws(ConfigError) -> DiskConfig {
         guard text.contains("=") else {
             guard !text.isEmpty else { throw ConfigError("--disk needs a path") }
@@ -99,7 +104,10 @@ public struct DiskConfig: Sendable, Equatable {
             case "serial":
                 guard kv[1].utf8.count <= 20 else { throw ConfigError("--disk serial '\(kv[1])' is longer than 20 bytes") }
                 disk.serial = kv[1]
-            default: throw ConfigError("--disk: unknown key '\(kv[0])' (path, format, readonly, cache, serial)")
+            case "transport":
+                guard let t = Transport(rawValue: kv[1]) else { throw ConfigError("--disk transport '\(kv[1])' is not pci or mmio") }
+                disk.transport = t
+            default: throw ConfigError("--disk: unknown key '\(kv[0])' (path, format, readonly, cache, serial, transport)")
             }
         }
         guard let path else { throw ConfigError("--disk '\(text)' has no path=") }

@@ -24,7 +24,10 @@ struct Run: ParsableCommand {
             the i8042 reset line (port 0x64, command 0xfe); the CMOS clock
             (0x70); fw_cfg (0x510); QEMU's debug-exit port 0xf4; a PCI host
             bridge (0xcf8) with a modern virtio-blk function per --disk
-            (MSI-X, notifications through ioeventfds); with --test-device,
+            (MSI-X, notifications through ioeventfds), or with
+            transport=mmio a virtio-mmio window at 0xd0000000 + n * 0x1000,
+            IOAPIC pin 16 + n (a Linux kernel is told through
+            virtio_mmio.device= on its command line); with --test-device,
             QEMU's pc-testdev. PIC, IOAPIC, LAPIC and PIT are KVM's
             in-kernel models.
 
@@ -62,7 +65,7 @@ struct Run: ParsableCommand {
     var initrd: [String] = []
 
     @Option(name: .long, parsing: .singleValue, help: ArgumentHelp(
-        "A virtio-blk disk on PCI: PATH, or path=PATH,format=raw|auto,readonly=on|off,cache=writeback|none,serial=ID (repeatable). A writable image is locked against other writers.",
+        "A virtio-blk disk: PATH, or path=PATH,format=raw|auto,readonly=on|off,cache=writeback|none,serial=ID,transport=pci|mmio (repeatable; PCI by default). A writable image is locked against other writers.",
         valueName: "disk"))
     var disk: [String] = []
 

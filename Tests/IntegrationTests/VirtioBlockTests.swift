@@ -70,6 +70,51 @@ struct VirtioBlockTests {
         #expect(try Disk.bytes(reference) == Disk.bytes(image), "skvm and QEMU left different images")
     }
 
+    @Test("virtio-mmio: each test mode passes through the mmio window, the image holds exactly what was written",
+          arguments: [("rw", ""), ("bad", ""), ("discard", ""), ("ro", ",readonly=on"), ("reset", ""), ("wrap", "")])
+    func mmioMode(_ mode: String, _ options: String) throws {
+        _ = try requireGuest("virtio-blk-test.elf")
+        let image = try Disk.make("mmio.img")
+        let original = try Disk.bytes(image)
+        let r = try Harness.run(["run", "--no-input", "--stats", "--kernel", "guests/build/virtio-blk-test.elf",
+                                 "--disk", "path=\(image),serial=SKVM-MMIO-1,transport=mmio\(options)",
+                                 "--append", "test=\(mode) transport=mmio expect-serial=SKVM-MMIO-1"])
+        #expect(r.status == 1, "the guest's checks failed:\n\(r.stdout)")
+        #expect(r.stdout.contains("virtio-mmio window #0: MagicValue \"virt\", Version 2, DeviceID 2 (block): ok"))
+        #expect(r.stdout.contains("virtio-blk-test: all "))
+        // QueueNotify (0xd0000050) is caught by the ioeventfds: it never exits to skvm.
+        #expect(r.stderr.contains("virtio-mmio-blk 0"), "the --stats table lists the window's registers:\n\(r.stderr)")
+        #expect(!r.stderr.contains("0xd0000050"), "a queue notification exited to userspace:\n\(r.stderr)")
+        #expect(try Disk.check(image, mode: mode) == 0, "the host image is not what test=\(mode) should leave")
+        if mode == "ro" { #expect(try Disk.bytes(image) == original, "a read-only disk changed") }
+    }
+
+    @Test("a PCI disk and an mmio disk side by side: the guest drives the mmio one, the PCI one is untouched")
+    func mixedTransports() throws {
+        _ = try requireGuest("virtio-blk-test.elf")
+        let a = try Disk.make("pci.img"), b = try Disk.make("mmio.img")
+        let before = try Disk.bytes(a)
+        let r = try Harness.run(["run", "--no-input", "--kernel", "guests/build/virtio-blk-test.elf",
+                                 "--disk", a, "--disk", "path=\(b),transport=mmio", "--append", "test=rw transport=mmio"])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(try Disk.check(b, mode: "rw") == 0)
+        #expect(try Disk.bytes(a) == before)
+        // Only one window exists: the guest finds nothing at #1.
+        let none = try Harness.run(["run", "--no-input", "--kernel", "guests/build/virtio-blk-test.elf",
+                                    "--disk", "path=\(b),transport=mmio", "--append", "test=info transport=mmio disk=1"])
+        #expect(none.status == 3, "\(none.stdout)")
+        #expect(none.stdout.contains("virtio-mmio window #1: MagicValue \"virt\", Version 2, DeviceID 2 (block): FAIL (MagicValue reads 0xffffffff)"))
+    }
+
+    @Test("more virtio-mmio disks than windows is one clear line")
+    func tooManyMMIODisks() throws {
+        _ = try requireGuest("echo.elf")
+        let image = try Disk.make("many.img")
+        var arguments = ["run", "--kernel", "guests/build/echo.elf"]
+        for _ in 0..<9 { arguments += ["--disk", "path=\(image),transport=mmio,readonly=on"] }
+        BadInputTests.expectOneLineError(try Harness.run(arguments), containing: "9 devices with transport=mmio")
+    }
+
     @Test("cache=none (O_DIRECT with bounce buffers for unaligned guest buffers) reads and writes the same bytes")
     func directIO() throws {
         _ = try requireGuest("virtio-blk-test.elf")

@@ -143,3 +143,29 @@ struct AddressWidthTests {
         }
     }
 }
+
+@Suite("--disk and the Linux command line")
+struct DiskConfigTests {
+    @Test("transport=pci|mmio; PCI by default")
+    func transport() throws {
+        #expect(try DiskConfig.parse("a.img").transport == .pci)
+        #expect(try DiskConfig.parse("path=a.img,transport=mmio").transport == .mmio)
+        #expect(try DiskConfig.parse("path=a.img,transport=pci").transport == .pci)
+        #expect(throws: ConfigError.self) { try DiskConfig.parse("path=a.img,transport=isa") }
+    }
+
+    @Test("each virtio-mmio window is announced to Linux as virtio_mmio.device=4K@ADDR:IRQ, before the user's text")
+    func commandLine() {
+        var config = MachineConfig(kernelPath: "k")
+        var d0 = DiskConfig(path: "a"); d0.transport = .mmio
+        let d1 = DiskConfig(path: "b")
+        var d2 = DiskConfig(path: "c"); d2.transport = .mmio
+        config.disks = [d0, d1, d2]
+        let windows = Machine.virtioMMIOWindows(config)
+        #expect(windows.map(\.address) == [0xD000_0000, 0xD000_1000])
+        #expect(windows.map(\.irq) == [16, 17])
+        #expect(Machine.linuxCommandLine("root=/dev/vda", virtioMMIO: windows)
+                == "console=ttyS0 reboot=k panic=-1 virtio_mmio.device=4K@0xd0000000:16 virtio_mmio.device=4K@0xd0001000:17 root=/dev/vda")
+        #expect(Machine.linuxCommandLine("") == "console=ttyS0 reboot=k panic=-1")
+    }
+}
