@@ -410,8 +410,8 @@ static void __attribute__((noreturn)) fatal(const char *what)
 
 /* ---- the command line -------------------------------------------------------- */
 
-enum mode { M_INFO, M_RW, M_RO, M_BAD, M_DISCARD, M_RESET, M_WRAP };
-static const char *const mode_names[] = { "info", "rw", "ro", "bad", "discard", "reset", "wrap" };
+enum mode { M_INFO, M_RW, M_RO, M_BAD, M_DISCARD, M_RESET, M_WRAP, M_BENCH };
+static const char *const mode_names[] = { "info", "rw", "ro", "bad", "discard", "reset", "wrap", "bench" };
 
 static struct {
     enum mode mode;
@@ -425,7 +425,10 @@ static struct {
     bool assign_bars;
     bool mmio;                          /* transport=mmio: virtio-mmio (§4.2), not PCI */
     uint64_t mmio_base;                 /* where to look for it (mmio=ADDR, hex) */
-} opt = { M_INFO, 0, false, 0, false, "", 0, 65600, false, false, 0xD0000000ull };
+    uint64_t bench_mib;                 /* test=bench: MiB per sequential phase */
+    uint64_t bench_random;              /* test=bench: 4 KiB random reads */
+    unsigned qd;                        /* test=bench: requests in flight */
+} opt = { M_INFO, 0, false, 0, false, "", 0, 65600, false, false, 0xD0000000ull, 256, 20000, 1 };
 
 static bool word_is(const char *w, size_t n, const char *s)
 {
@@ -527,6 +530,13 @@ static void parse_cmdline(const char *c)
             opt.mmio = word_is(v, vn, "mmio");
         } else if (word_is(w, k, "mmio")) {
             ok = parse_hex(v, vn, &opt.mmio_base) && opt.mmio_base % 0x200 == 0 && opt.mmio_base < (4ull << 30);
+        } else if (word_is(w, k, "bench-mib")) {
+            ok = parse_u64(v, vn, &opt.bench_mib) && opt.bench_mib >= 1 && opt.bench_mib <= 1u << 20;
+        } else if (word_is(w, k, "bench-random")) {
+            ok = parse_u64(v, vn, &opt.bench_random) && opt.bench_random >= 1 && opt.bench_random <= 100000000;
+        } else if (word_is(w, k, "qd")) {
+            ok = parse_u64(v, vn, &num) && num >= 1 && num <= 32;
+            opt.qd = (unsigned)num;
         } else if (word_is(w, k, "verbose")) {
             ok = word_is(v, vn, "0") || word_is(v, vn, "1");
             verbose = vn && v[0] == '1';
@@ -538,9 +548,9 @@ static void parse_cmdline(const char *c)
             size_t m = n < sizeof word - 1 ? n : sizeof word - 1;
             memcpy(word, w, m);
             word[m] = 0;
-            set_why("expected test=info|rw|ro|bad|discard|reset|wrap disk=N expect-capacity=SECTORS "
+            set_why("expected test=info|rw|ro|bad|discard|reset|wrap|bench disk=N expect-capacity=SECTORS "
                     "expect-serial=TEXT qsize=4..256 requests=N assign-bars=0|1 transport=pci|mmio mmio=0xADDR "
-                    "verbose=0|1");
+                    "bench-mib=N bench-random=N qd=1..32 verbose=0|1");
             result(false, "argument \"%s\"", word);
         }
     }
@@ -1352,7 +1362,7 @@ static bool device_init(const char *label)
         return false;
     }
     /* 6. queue 0 */
-    unsigned want = opt.qsize ? opt.qsize : opt.mode == M_WRAP ? 256 : 16;
+    unsigned want = opt.qsize ? opt.qsize : opt.mode == M_WRAP || opt.mode == M_BENCH ? 256 : 16;
     uint16_t size = 0;
     bool qok = dev.mmio ? queue0_setup_mmio(want, &size) : queue0_setup_pci(want, &size);
     char sz[64];
@@ -1909,6 +1919,110 @@ static void test_wrap(void)
            start + total > 65535 ? " (both wrapped)" : "");
 }
 
+/* test=bench: how fast the device moves data, for `make bench`
+ * (scripts/bench-block.py runs it under skvm and QEMU on the same image).
+ * Three phases: sequential writes of 1 MiB requests over the first
+ * bench-mib MiB, a FLUSH, sequential reads of the same, then bench-random
+ * 4 KiB reads at random 4 KiB-aligned offsets over the whole disk. Up to
+ * `qd` requests are in flight; the driver refills every free slot, notifies
+ * once, then polls for one completion. Each phase prints its cycle count
+ * (rdtsc, from the first submission to the last completion); the host
+ * turns cycles into time with the TSC frequency it knows. A request that
+ * fails ends the run: a benchmark of errors measures nothing. */
+#define BENCH_BIG (1u << 20)
+#define BENCH_SMALL 4096u
+#define BENCH_SLOTS 32
+static uint8_t bench_buf[8][BENCH_BIG] __attribute__((aligned(4096)));  /* 8 MiB: 1 MiB slots, or 4 KiB ones */
+static struct blk_hdr bench_hdr[BENCH_SLOTS];
+static uint8_t bench_status[BENCH_SLOTS];
+
+static uint64_t bench_rng = 0x9E3779B97F4A7C15ull;
+static uint64_t bench_next(void)           /* xorshift64 */
+{
+    bench_rng ^= bench_rng << 13;
+    bench_rng ^= bench_rng >> 7;
+    bench_rng ^= bench_rng << 17;
+    return bench_rng;
+}
+
+static void bench_phase(const char *name, uint32_t type, uint32_t bytes, uint64_t count, bool random)
+{
+    unsigned qd = opt.qd;
+    if (bytes == BENCH_BIG && qd > 8)
+        qd = 8;                         /* eight 1 MiB slots */
+    uint64_t sectors = bytes / SECTOR, span = dev.capacity / sectors;
+    int8_t slot_of[QMAX];
+    uint8_t free_slots[BENCH_SLOTS];
+    unsigned nfree = qd;
+    for (unsigned j = 0; j < qd; j++)
+        free_slots[j] = (uint8_t)(qd - 1 - j);
+    memset(slot_of, -1, sizeof slot_of);
+    uint64_t submitted = 0, completed = 0;
+    uint64_t t0 = rdtsc();
+    while (completed < count) {
+        bool added = false;
+        while (nfree && submitted < count) {
+            unsigned j = free_slots[--nfree];
+            uint64_t block = random ? bench_next() % span : submitted % span;
+            bench_hdr[j] = (struct blk_hdr){ type, 0, block * sectors };
+            bench_status[j] = STATUS_UNSET;
+            uint8_t *data = bytes == BENCH_BIG ? bench_buf[j] : &bench_buf[0][0] + j * BENCH_SMALL;
+            struct seg sg[3] = { { &bench_hdr[j], sizeof bench_hdr[j], false },
+                                 { data, bytes, type == T_IN },
+                                 { &bench_status[j], 1, true } };
+            int head = vq_add(sg, 3);
+            slot_of[head] = (int8_t)j;
+            submitted++;
+            added = true;
+        }
+        if (added)
+            vq_kick();
+        uint32_t id, len;
+        if (!vq_get(&id, &len))
+            timeout_fatal(WHAT("bench: %s request %llu", name, (unsigned long long)completed));
+        if (id >= dev.qsize || slot_of[id] < 0) {
+            set_why("used element id %u is no outstanding chain's head", id);
+            fatal(WHAT("bench: %s", name));
+        }
+        unsigned j = (unsigned)slot_of[id];
+        slot_of[id] = -1;
+        vq_free((uint16_t)id);
+        if (bench_status[j] != ST_OK) {
+            set_why("request %llu: status %s", (unsigned long long)completed, status_name(bench_status[j]));
+            fatal(WHAT("bench: %s", name));
+        }
+        free_slots[nfree++] = (uint8_t)j;
+        completed++;
+    }
+    uint64_t cycles = rdtsc() - t0;
+    print(NAME ": bench: %s: %llu requests of %u bytes, qd %u: %llu cycles\n", name, (unsigned long long)count, bytes,
+          qd, (unsigned long long)cycles);
+}
+
+static void test_bench(void)
+{
+    uint64_t big = opt.bench_mib;
+    if (big > dev.capacity / (BENCH_BIG / SECTOR))
+        big = dev.capacity / (BENCH_BIG / SECTOR);
+    if (!result(big > 0 && !(dev.offered & BIT(F_BLK_RO)), "bench: a writable disk of at least 1 MiB"))
+        return;
+    for (unsigned j = 0; j < 8; j++)
+        memset(bench_buf[j], 0x5A + j, BENCH_BIG);
+    bench_phase("seq-write", T_OUT, BENCH_BIG, big, false);
+    struct blk_hdr h = { T_FLUSH, 0, 0 };
+    uint8_t st = STATUS_UNSET;
+    struct seg f[2] = { { &h, sizeof h, false }, { &st, 1, true } };
+    uint32_t len;
+    uint64_t t0 = rdtsc();
+    if (!vq_run(f, 2, &len, "bench: FLUSH") || st != ST_OK) {
+        set_why("status %s", status_name(st));
+        fatal("bench: FLUSH");
+    }
+    print(NAME ": bench: flush: %llu cycles\n", (unsigned long long)(rdtsc() - t0));
+    bench_phase("seq-read", T_IN, BENCH_BIG, big, false);
+    bench_phase("rand-read", T_IN, BENCH_SMALL, opt.bench_random, true);
+}
+
 /* ---- main ---------------------------------------------------------------------- */
 
 /* Finds virtio-blk #opt.disk on PCI bus 0 and maps its structures (§4.1). */
@@ -2050,6 +2164,7 @@ void vbt_main(uint32_t mbi_addr)
     case M_DISCARD: test_discard(); break;
     case M_RESET: test_reset(); break;
     case M_WRAP: test_wrap(); break;
+    case M_BENCH: test_bench(); break;
     }
     result(device_reset(), "reset at the end: device_status reads 0");
     finish();
