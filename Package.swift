@@ -30,10 +30,12 @@ let package = Package(
         .target(name: "PCI", dependencies: ["Devices"]),
         // Disk images: the BlockBackend protocol and the raw-file backend.
         .target(name: "Storage", dependencies: ["CKVM"]),
+        // Host network endpoints: the NetBackend protocol and tap devices.
+        .target(name: "Network", dependencies: ["CKVM"]),
         // Virtio device models and transports.
-        .target(name: "Virtio", dependencies: ["Memory", "VirtioQueue", "Storage", "PCI", "Devices"]),
+        .target(name: "Virtio", dependencies: ["Memory", "VirtioQueue", "Storage", "Network", "PCI", "Devices"]),
         // Builds a machine from a configuration and runs it.
-        .target(name: "VMM", dependencies: ["CKVM", "KVM", "Memory", "Boot", "Devices", "PCI", "Storage", "Virtio"]),
+        .target(name: "VMM", dependencies: ["CKVM", "KVM", "Memory", "Boot", "Devices", "PCI", "Storage", "Network", "Virtio", "VirtioQueue"]),
         // The benchmark's floor: a bare KVM_RUN loop in C.
         .target(name: "CFloor"),
         // Per-thread allocation counts (interposes malloc in the skvm executable).
@@ -56,7 +58,8 @@ let package = Package(
         .testTarget(name: "VirtioQueueTests", dependencies: ["VirtioQueue", "TestSupport", "Memory"]),
         .testTarget(name: "PCITests", dependencies: ["PCI", "Devices"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioQueue", "Storage", "Memory", "PCI", "Devices", "TestSupport"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioQueue", "Storage", "Network", "Memory", "PCI", "Devices", "TestSupport"]),
+        .testTarget(name: "NetworkTests", dependencies: ["Network"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "TestSupport"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TestSupport"]),

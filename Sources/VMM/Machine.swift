@@ -17,9 +17,11 @@ import CKVM
 import Devices
 import KVM
 import Memory
+import Network
 import PCI
 import Storage
 import Virtio
+import VirtioQueue
 
 /// A VM that could not be built or run, with the exit status to report.
 public struct VMMError: Error, CustomStringConvertible, Sendable {
@@ -51,6 +53,8 @@ public final class Machine: Sendable {
     private let backends: [any BlockBackend]
     /// Interrupt routing for MSI-X (kept alive with the machine).
     private let msiRouting: GSIRoutingTable
+    /// The network devices, whose backends the I/O thread polls, with their transports.
+    private let nics: [(device: VirtioNet, transport: any QueueNotifiable)]
 
     /// The capabilities skvm cannot run without, with the reason for each.
     public static let requiredCapabilities: [(capability: Int32, name: String, why: String)] = [
@@ -224,44 +228,61 @@ public final class Machine: Sendable {
         }
         var allocator = PCIBarAllocator(memoryWindow: MachineMap.pciMemoryWindow)
         var mmioWindows: [(device: VirtioMMIODevice, base: UInt64)] = []
+        // Every virtio device in slot (or window) order: the disks, then the NICs.
+        var virtioDevices: [(name: String, device: any VirtioDevice, transport: DiskConfig.Transport, what: String)] = []
         for (i, disk) in config.disks.enumerated() {
             let backend = try Self.openDisk(disk)
             backends.append(backend)
-            let block = VirtioBlock(backend: backend, serial: disk.serial ?? "skvm-disk\(i)")
+            virtioDevices.append(("virtio-blk \(i)", VirtioBlock(backend: backend, serial: disk.serial ?? "skvm-disk\(i)"),
+                                  disk.transport, "disk '\(disk.path)'"))
+        }
+        var nics: [(device: VirtioNet, transport: any QueueNotifiable)] = []
+        for (i, net) in config.nets.enumerated() {
+            let device = try Self.openNet(net, index: i)
+            virtioDevices.append(("virtio-net \(i)", device, net.transport, "--net \(device.backendName)"))
+        }
+        var pciSlot = 0
+        for entry in virtioDevices {
             do {
-                switch disk.transport {
+                let queues = entry.device.queueMaxSizes.count
+                let transport: any QueueNotifiable
+                switch entry.transport {
                 case .pci:
-                    let slot = config.disks[..<i].count { $0.transport == .pci } + 1
-                    let router = try KVMMSIRouter(vectors: block.queueMaxSizes.count + 1, vm: vm, table: routing)
-                    let function = try VirtioPCIDevice(name: "virtio-blk \(i)", device: block, memory: memory, router: router)
+                    pciSlot += 1
+                    let router = try KVMMSIRouter(vectors: queues + 1, vm: vm, table: routing)
+                    let function = try VirtioPCIDevice(name: entry.name, device: entry.device, memory: memory, router: router)
                     let assigned = function.configuration.withSpace { space -> PCIError? in
                         do throws(PCIError) { try allocator.assign(&space) } catch { return error }
                         return nil
                     }
-                    if let assigned { throw VMMError("disk '\(disk.path)': \(assigned)", status: ExitStatus.hostFailure) }
-                    try notifiers.add(function, slot: slot, queues: block.queueMaxSizes.count)
-                    try bridge.register(function, slot: slot)
+                    if let assigned { throw VMMError("\(entry.what): \(assigned)", status: ExitStatus.hostFailure) }
+                    try notifiers.add(function, slot: pciSlot, queues: queues)
+                    try bridge.register(function, slot: pciSlot)
+                    transport = function
                 case .mmio:
                     let n = mmioWindows.count
                     let irq = MachineMap.virtioMMIOFirstIRQ + UInt32(n)
-                    let device = VirtioMMIODevice(name: "virtio-mmio-blk \(i)", device: block, memory: memory,
+                    let device = VirtioMMIODevice(name: "virtio-mmio-" + entry.name.dropFirst("virtio-".count), device: entry.device, memory: memory,
                                                   interrupt: IRQLine(vm: vm, irq: irq, diagnostics: diagnostics))
                     let base = MachineMap.virtioMMIOAddress(n)
                     try notifiers.add(device, base: base)
                     mmioWindows.append((device, base))
+                    transport = device
                 }
+                if let nic = entry.device as? VirtioNet { nics.append((nic, transport)) }
             } catch let e as VMMError {
                 throw e
             } catch {
-                throw VMMError("disk '\(disk.path)': \(error)", status: ExitStatus.hostFailure)
+                throw VMMError("\(entry.what): \(error)", status: ExitStatus.hostFailure)
             }
         }
+        self.nics = nics
         self.backends = backends
         self.pio = pio
         var mmio = Bus()
         do {
             for w in mmioWindows { try mmio.insert(w.device, base: w.base, length: VirtioMMIODevice.windowSize) }
-            if config.disks.contains(where: { $0.transport == .pci }) {
+            if pciSlot > 0 {
                 let window = MachineMap.pciMemoryWindow
                 try mmio.insert(PCIBarWindow(bridge: bridge, space: .memory, base: window.lowerBound),
                                 base: window.lowerBound, length: UInt64(window.count))
@@ -314,8 +335,23 @@ public final class Machine: Sendable {
     /// The virtio-mmio windows the configuration asks for, in order: device n
     /// at `MachineMap.virtioMMIOAddress(n)` on IOAPIC pin 16 + n.
     static func virtioMMIOWindows(_ config: MachineConfig) -> [(address: UInt64, irq: UInt32)] {
-        let count = config.disks.count { $0.transport == .mmio }
+        let count = config.disks.count { $0.transport == .mmio } + config.nets.count { $0.transport == .mmio }
         return (0..<count).map { (MachineMap.virtioMMIOAddress($0), MachineMap.virtioMMIOFirstIRQ + UInt32($0)) }
+    }
+
+    /// Opens a --net's tap and builds its device.
+    static func openNet(_ net: NetConfig, index: Int) throws(VMMError) -> VirtioNet {
+        let tap: TapDevice
+        do {
+            switch net.endpoint {
+            case .tap(let name): tap = try TapDevice.open(name: name)
+            case .fd(let fd): tap = try TapDevice.adopt(fd: fd)
+            }
+        } catch {
+            throw VMMError(error.description, status: ExitStatus.usage)
+        }
+        let mac = net.mac ?? MACAddress.stable(seed: "\(tap.name)#\(index)")
+        return VirtioNet(backend: tap, mac: mac)
     }
 
     /// MSRs set on every vCPU before it runs, as firmware leaves them.
@@ -496,12 +532,19 @@ public final class Machine: Sendable {
         var buffer = [UInt8](repeating: 0, count: 256)
         // Virtio queue notifications (ioeventfds) come first in the poll set, after the two fixed fds.
         let notify = notifiers.pollTargets
+        var nicOpen = [Bool](repeating: true, count: nics.count)
         var counter: UInt64 = 0
         while !stopController.isStopping {
             var fds = [
                 pollfd(fd: stopController.wakeFD, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0),
             ] + notify.map { pollfd(fd: $0.eventFD, events: Int16(POLLIN), revents: 0) }
+            // Each NIC's tap, while its device has guest buffers to fill.
+            let nicIndex = fds.count
+            for (i, nic) in nics.enumerated() {
+                let want = nicOpen[i] && nic.device.wantsBackendInput
+                fds.append(pollfd(fd: want ? nic.device.backendPollDescriptor : -1, events: Int16(POLLIN), revents: 0))
+            }
             let stdinIndex = fds.count
             if inputOpen && pending.isEmpty { fds.append(pollfd(fd: STDIN_FILENO, events: Int16(POLLIN), revents: 0)) }
             // With bytes pending, poll briefly and retry: the guest drains the FIFO by reading RBR.
@@ -528,6 +571,16 @@ public final class Machine: Sendable {
             for (i, target) in notify.enumerated() where fds[2 + i].revents & Int16(POLLIN) != 0 {
                 // Reading the eventfd resets it; then the device takes whatever the guest queued.
                 if read(target.eventFD, &counter, 8) == 8 { target.device.notify(queue: target.queue) }
+            }
+            for (i, nic) in nics.enumerated() where fds[nicIndex + i].revents != 0 {
+                let revents = fds[nicIndex + i].revents
+                if revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 {
+                    // The tap went away (deleted, or its descriptor broke): stop polling it.
+                    diagnostics.warn("\(nic.device.backendName): the tap reports an error (poll events 0x\(String(revents, radix: 16))); the guest receives nothing more from it")
+                    nicOpen[i] = false
+                } else {
+                    nic.transport.notify(queue: VirtioNet.receiveQueue)
+                }
             }
             if fds.count > stdinIndex && fds[stdinIndex].revents != 0 {
                 let n = readSome(STDIN_FILENO, into: &buffer)

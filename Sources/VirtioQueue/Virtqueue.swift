@@ -71,6 +71,16 @@ public struct QueueConfiguration: Hashable, Sendable {
 /// ring positions, so never use two copies. `Sendable`, so the transport can
 /// build it at DRIVER_OK on a vCPU thread and hand it to the I/O thread. A
 /// device reset simply drops it.
+/// One used ring entry (§2.7.8): a chain's head and the bytes written to it.
+public struct UsedElement: Hashable, Sendable {
+    public var head: UInt16
+    public var length: UInt32
+    public init(head: UInt16, length: UInt32) {
+        self.head = head
+        self.length = length
+    }
+}
+
 public struct Virtqueue: Sendable {
     /// The largest queue size a split virtqueue can have (§2.7).
     public static let maximumSize: UInt16 = 32768
@@ -204,6 +214,18 @@ public struct Virtqueue: Sendable {
             usedIndirectTable: summary.usedIndirectTable, memory: memory)
     }
 
+    /// True when the driver made a chain available that is not popped yet
+    /// (loads avail->idx only when every known entry was popped). A device
+    /// that must not consume input without a buffer to put it in (virtio-net
+    /// reading its tap) asks this first.
+    public mutating func hasAvailable() throws(VirtqueueError) -> Bool {
+        guard !isBroken else { throw .queueBroken }
+        if nextAvail != shadowAvailIndex { return true }
+        let index = try loadAvailIndex()
+        shadowAvailIndex = index
+        return index != nextAvail
+    }
+
     /// Loads avail->idx (acquire) and rejects a jump of more than `size`.
     private mutating func loadAvailIndex() throws(VirtqueueError) -> UInt16 {
         let index: UInt16
@@ -251,6 +273,32 @@ public struct Virtqueue: Sendable {
         }
         nextUsed &+= 1
         inFlight -= 1
+    }
+
+    /// Writes several used elements, then publishes them all with one
+    /// used->idx store, so the driver sees them together (a mergeable
+    /// virtio-net packet's buffers, §5.1.6.4, must not appear one by one: the
+    /// driver reads num_buffers from the first and expects the rest).
+    /// Checked like `addUsed(head:length:)`, all before anything is written.
+    public mutating func addUsed(_ elements: some Collection<UsedElement>) throws(VirtqueueError) {
+        guard !isBroken else { throw .queueBroken }
+        guard elements.count <= inFlight else { throw .usedRingOverflow(head: elements.first?.head ?? 0) }
+        for e in elements where e.head >= size { throw .usedHeadOutOfRange(head: e.head, size: size) }
+        var index = nextUsed
+        do {
+            for e in elements {
+                let slot = UInt64(index & (size - 1))
+                try memory.write(UInt64(e.head) | (UInt64(e.length) << 32), at: GuestAddress(usedEntriesAddress.rawValue + 8 * slot))
+                index &+= 1
+            }
+            atomicMemoryFence(ordering: .releasing)
+            try memory.write(index, at: usedIndexAddress)
+        } catch {
+            isBroken = true
+            throw .guestMemory(error)
+        }
+        nextUsed = index
+        inFlight -= elements.count
     }
 
     // MARK: - Used buffer notifications (§2.7.7)

@@ -169,3 +169,40 @@ struct DiskConfigTests {
         #expect(Machine.linuxCommandLine("") == "console=ttyS0 reboot=k panic=-1")
     }
 }
+
+@Suite("--net")
+struct NetConfigTests {
+    @Test("tap=NAME or fd=N, then mac= and transport=")
+    func parses() throws {
+        let a = try NetConfig.parse("tap=tap0")
+        #expect(a.endpoint == .tap("tap0") && a.mac == nil && a.transport == .pci)
+        let b = try NetConfig.parse("fd=3,mac=52:54:00:aa:bb:cc,transport=mmio")
+        #expect(b.endpoint == .fd(3))
+        #expect(b.mac?.description == "52:54:00:aa:bb:cc")
+        #expect(b.transport == .mmio)
+    }
+
+    @Test("mistakes are one clear line", arguments: [
+        ("tap0", "is not key=value"), ("mac=52:54:00:12:34:56", "needs tap=NAME or fd=N"), ("tap=a,fd=3", "give one of tap= and fd="),
+        ("fd=-1", "is not a descriptor number"), ("tap=t,mac=01:00:5e:00:00:01", "is not a unicast MAC address"),
+        ("tap=t,speed=10", "unknown key 'speed'"), ("tap=t,transport=usb", "is not pci or mmio"),
+    ])
+    func mistakes(_ text: String, _ message: String) {
+        do {
+            _ = try NetConfig.parse(text)
+            Issue.record("accepted \(text)")
+        } catch {
+            #expect(error.message.contains(message), "\(error.message)")
+        }
+    }
+
+    @Test("NICs on transport=mmio take windows after the mmio disks")
+    func mmioWindows() {
+        var config = MachineConfig(kernelPath: "k")
+        var d = DiskConfig(path: "a"); d.transport = .mmio
+        var n = NetConfig(endpoint: .tap("t")); n.transport = .mmio
+        config.disks = [d]
+        config.nets = [n, NetConfig(endpoint: .tap("u"))]
+        #expect(Machine.virtioMMIOWindows(config).map(\.irq) == [16, 17])
+    }
+}
