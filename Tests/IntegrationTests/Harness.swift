@@ -69,13 +69,19 @@ enum Harness {
     /// Runs skvm with `arguments`, feeding `input` on stdin (then closing it,
     /// unless `keepInputOpen`), and waits at most `timeout` seconds.
     /// `whileRunning` is called with the process once it started.
+    /// With `prefix` (e.g. `ip netns exec NS`), skvm runs under that command.
     @discardableResult
     static func run(_ arguments: [String], input: Data? = nil, keepInputOpen: Bool = false,
-                    environment: [String: String] = [:], timeout: TimeInterval = 120,
+                    environment: [String: String] = [:], timeout: TimeInterval = 120, prefix: [String] = [],
                     whileRunning: ((Running) -> Void)? = nil) throws -> Result {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: skvm)
-        p.arguments = arguments
+        if let first = prefix.first {
+            p.executableURL = URL(fileURLWithPath: first)
+            p.arguments = Array(prefix.dropFirst()) + [skvm] + arguments
+        } else {
+            p.executableURL = URL(fileURLWithPath: skvm)
+            p.arguments = arguments
+        }
         p.currentDirectoryURL = root
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
