@@ -53,8 +53,14 @@ public final class Machine: Sendable {
     private let backends: [any BlockBackend]
     /// Interrupt routing for MSI-X (kept alive with the machine).
     private let msiRouting: GSIRoutingTable
-    /// The network devices, whose backends the I/O thread polls, with their transports.
-    private let nics: [(device: VirtioNet, transport: any QueueNotifiable)]
+    /// Descriptors besides the ioeventfds that make the I/O thread run a
+    /// device: each tap (while its guest has receive buffers) and each disk's
+    /// completion eventfd (requests finished on the I/O pool).
+    private let wakeSources: [WakeSource]
+    /// The disks, drained when the machine stops.
+    private let blockDevices: [VirtioBlock]
+    /// Threads for parallel block requests (started on demand).
+    private let ioWorkers: IOWorkerPool
 
     /// The capabilities skvm cannot run without, with the reason for each.
     public static let requiredCapabilities: [(capability: Int32, name: String, why: String)] = [
@@ -227,21 +233,37 @@ public final class Machine: Sendable {
             throw VMMError("device layout: \(error)", status: ExitStatus.hostFailure)
         }
         var allocator = PCIBarAllocator(memoryWindow: MachineMap.pciMemoryWindow)
+        var wakeSources: [WakeSource] = []
+        var blockDevices: [VirtioBlock] = []
+        // Up to 8 threads serve disk requests in parallel (QEMU's aio=threads does the same with up to 64).
+        let ioWorkers = IOWorkerPool(maximumThreads: 8) { body in
+            if case .success = HostThread.spawn(body) { return true }
+            return false
+        }
+        self.ioWorkers = ioWorkers
         var mmioWindows: [(device: VirtioMMIODevice, base: UInt64)] = []
+        var completionFDs: [Int32] = []
         // Every virtio device in slot (or window) order: the disks, then the NICs.
         var virtioDevices: [(name: String, device: any VirtioDevice, transport: DiskConfig.Transport, what: String)] = []
         for (i, disk) in config.disks.enumerated() {
             let backend = try Self.openDisk(disk)
             backends.append(backend)
-            virtioDevices.append(("virtio-blk \(i)", VirtioBlock(backend: backend, serial: disk.serial ?? "skvm-disk\(i)"),
-                                  disk.transport, "disk '\(disk.path)'"))
+            let completion = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+            guard completion >= 0 else { throw VMMError("eventfd: \(errnoString(errno))", status: ExitStatus.hostFailure) }
+            let block = VirtioBlock(backend: backend, serial: disk.serial ?? "skvm-disk\(i)", workers: ioWorkers, completed: {
+                var one: UInt64 = 1
+                _ = write(completion, &one, 8)
+            })
+            blockDevices.append(block)
+            completionFDs.append(completion)
+            virtioDevices.append(("virtio-blk \(i)", block, disk.transport, "disk '\(disk.path)'"))
         }
-        var nics: [(device: VirtioNet, transport: any QueueNotifiable)] = []
         for (i, net) in config.nets.enumerated() {
             let device = try Self.openNet(net, index: i)
             virtioDevices.append(("virtio-net \(i)", device, net.transport, "--net \(device.backendName)"))
         }
         var pciSlot = 0
+        var blockIndex = 0
         for entry in virtioDevices {
             do {
                 let queues = entry.device.queueMaxSizes.count
@@ -269,14 +291,22 @@ public final class Machine: Sendable {
                     mmioWindows.append((device, base))
                     transport = device
                 }
-                if let nic = entry.device as? VirtioNet { nics.append((nic, transport)) }
+                if let nic = entry.device as? VirtioNet {
+                    wakeSources.append(WakeSource(name: nic.backendName, descriptor: nic.backendPollDescriptor, transport: transport,
+                                                  queue: VirtioNet.receiveQueue, isEventFD: false, wanted: { nic.wantsBackendInput }))
+                } else if entry.device is VirtioBlock {
+                    wakeSources.append(WakeSource(name: entry.name, descriptor: completionFDs[blockIndex], transport: transport,
+                                                  queue: 0, isEventFD: true, wanted: { true }))
+                    blockIndex += 1
+                }
             } catch let e as VMMError {
                 throw e
             } catch {
                 throw VMMError("\(entry.what): \(error)", status: ExitStatus.hostFailure)
             }
         }
-        self.nics = nics
+        self.wakeSources = wakeSources
+        self.blockDevices = blockDevices
         self.backends = backends
         self.pio = pio
         var mmio = Bus()
@@ -517,6 +547,9 @@ public final class Machine: Sendable {
         ioLoop(signalFD: signalFD, deadline: timeout.map { monotonicSeconds() + $0 }, timeout: timeout ?? 0)
         for t in threads { t.join() }
         terminal.restore()
+        // Requests still running on the I/O pool finish first; then no more start.
+        for b in blockDevices { b.quiesce() }
+        ioWorkers.shutdown()
         // Flush means fsync: whatever the guest wrote is on disk before skvm exits.
         for b in backends where !b.readOnly {
             do { try b.flush() } catch { printError("skvm: \(error)") }
@@ -532,18 +565,18 @@ public final class Machine: Sendable {
         var buffer = [UInt8](repeating: 0, count: 256)
         // Virtio queue notifications (ioeventfds) come first in the poll set, after the two fixed fds.
         let notify = notifiers.pollTargets
-        var nicOpen = [Bool](repeating: true, count: nics.count)
+        var sourceOpen = [Bool](repeating: true, count: wakeSources.count)
         var counter: UInt64 = 0
         while !stopController.isStopping {
             var fds = [
                 pollfd(fd: stopController.wakeFD, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0),
             ] + notify.map { pollfd(fd: $0.eventFD, events: Int16(POLLIN), revents: 0) }
-            // Each NIC's tap, while its device has guest buffers to fill.
-            let nicIndex = fds.count
-            for (i, nic) in nics.enumerated() {
-                let want = nicOpen[i] && nic.device.wantsBackendInput
-                fds.append(pollfd(fd: want ? nic.device.backendPollDescriptor : -1, events: Int16(POLLIN), revents: 0))
+            // Each tap while its device has guest buffers to fill; each disk's completions.
+            let sourceIndex = fds.count
+            for (i, source) in wakeSources.enumerated() {
+                let want = sourceOpen[i] && source.wanted()
+                fds.append(pollfd(fd: want ? source.descriptor : -1, events: Int16(POLLIN), revents: 0))
             }
             let stdinIndex = fds.count
             if inputOpen && pending.isEmpty { fds.append(pollfd(fd: STDIN_FILENO, events: Int16(POLLIN), revents: 0)) }
@@ -572,14 +605,15 @@ public final class Machine: Sendable {
                 // Reading the eventfd resets it; then the device takes whatever the guest queued.
                 if read(target.eventFD, &counter, 8) == 8 { target.device.notify(queue: target.queue) }
             }
-            for (i, nic) in nics.enumerated() where fds[nicIndex + i].revents != 0 {
-                let revents = fds[nicIndex + i].revents
+            for (i, source) in wakeSources.enumerated() where fds[sourceIndex + i].revents != 0 {
+                let revents = fds[sourceIndex + i].revents
                 if revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 {
                     // The tap went away (deleted, or its descriptor broke): stop polling it.
-                    diagnostics.warn("\(nic.device.backendName): the tap reports an error (poll events 0x\(String(revents, radix: 16))); the guest receives nothing more from it")
-                    nicOpen[i] = false
+                    diagnostics.warn("\(source.name): the descriptor reports an error (poll events 0x\(String(revents, radix: 16))); the device gets nothing more from it")
+                    sourceOpen[i] = false
                 } else {
-                    nic.transport.notify(queue: VirtioNet.receiveQueue)
+                    if source.isEventFD { _ = read(source.descriptor, &counter, 8) }
+                    source.transport.notify(queue: source.queue)
                 }
             }
             if fds.count > stdinIndex && fds[stdinIndex].revents != 0 {
@@ -615,6 +649,18 @@ public final class Machine: Sendable {
             pioNames: { pio.entry(containing: $0)?.device.name ?? "(none)" },
             mmioNames: { mmio.entry(containing: $0)?.device.name ?? "(none)" })
     }
+}
+
+/// A descriptor whose readiness means "run this device's queue".
+struct WakeSource: @unchecked Sendable {
+    let name: String
+    let descriptor: Int32
+    let transport: any QueueNotifiable
+    let queue: Int
+    /// An eventfd whose counter must be read (reset) on each wake-up.
+    let isEventFD: Bool
+    /// Whether to poll it now.
+    let wanted: () -> Bool
 }
 
 /// What pc-testdev needs from the machine: interrupt lines and page remapping.
