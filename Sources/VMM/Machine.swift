@@ -264,6 +264,7 @@ public final class Machine: Sendable {
         }
         var pciSlot = 0
         var blockIndex = 0
+        var traceable: [(name: String, transport: any QueueNotifiable)] = []
         for entry in virtioDevices {
             do {
                 let queues = entry.device.queueMaxSizes.count
@@ -291,6 +292,7 @@ public final class Machine: Sendable {
                     mmioWindows.append((device, base))
                     transport = device
                 }
+                traceable.append((entry.name, transport))
                 if let nic = entry.device as? VirtioNet {
                     wakeSources.append(WakeSource(name: nic.backendName, descriptor: nic.backendPollDescriptor, transport: transport,
                                                   queue: VirtioNet.receiveQueue, isEventFD: false, wanted: { nic.wantsBackendInput }))
@@ -327,6 +329,9 @@ public final class Machine: Sendable {
         let tracer: Tracer?
         do { tracer = config.trace.isEmpty ? nil : try Tracer(options: config.trace, path: config.traceFile) } catch {
             throw VMMError(error.message, status: ExitStatus.usage)
+        }
+        if let tracer, tracer.options.contains(.virtio) {
+            for t in traceable { t.transport.setTrace(VirtioTrace(name: t.name, sink: { tracer.emit($0) })) }
         }
 
         // 6. The vCPUs. Application processors keep KVM's reset state: they
@@ -613,7 +618,7 @@ public final class Machine: Sendable {
                     sourceOpen[i] = false
                 } else {
                     if source.isEventFD { _ = read(source.descriptor, &counter, 8) }
-                    source.transport.notify(queue: source.queue)
+                    source.transport.wake(queue: source.queue, why: source.isEventFD ? "requests finished on the I/O pool" : "frames waiting on \(source.name)")
                 }
             }
             if fds.count > stdinIndex && fds[stdinIndex].revents != 0 {

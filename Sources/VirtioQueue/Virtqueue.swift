@@ -117,6 +117,8 @@ public struct Virtqueue: Sendable {
     private var lastCheckedUsed: UInt16 = 0
     /// Reused chain storage: no allocation once the previous chain is dropped.
     private var scratch: [DescriptorBuffer] = []
+    /// `--trace virtio`: pops, used elements and interrupt decisions (nil: off).
+    public var trace: VirtioTrace? = nil
 
     // Field addresses, all inside the validated parts.
     private let availFlagsAddress: GuestAddress
@@ -205,9 +207,18 @@ public struct Virtqueue: Sendable {
 
         // Keeps the capacity; no copy while the previous chain is gone.
         scratch.removeAll(keepingCapacity: true)
-        let summary = try walkChain(
-            memory: memory, table: configuration.descriptorTable, size: size, head: head,
-            indirectAllowed: indirectDescriptorsEnabled, into: &scratch)
+        let summary: ChainSummary
+        do {
+            summary = try walkChain(
+                memory: memory, table: configuration.descriptorTable, size: size, head: head,
+                indirectAllowed: indirectDescriptorsEnabled, into: &scratch)
+        } catch {
+            trace?("avail[\(nextAvail &- 1)] head \(head): malformed chain: \(error)")
+            throw error
+        }
+        if let trace {
+            trace("avail[\(nextAvail &- 1)] head \(head): \(scratch.count) buffer\(scratch.count == 1 ? "" : "s"), \(summary.readableBytes) bytes readable, \(summary.writableBytes) writable\(summary.usedIndirectTable ? " (indirect)" : "")")
+        }
         return DescriptorChain(
             headIndex: head, buffers: scratch, firstWritableIndex: summary.firstWritableIndex,
             readableByteCount: summary.readableBytes, writableByteCount: summary.writableBytes,
@@ -273,6 +284,7 @@ public struct Virtqueue: Sendable {
         }
         nextUsed &+= 1
         inFlight -= 1
+        trace?("used[\(nextUsed &- 1)] head \(head), \(length) bytes written")
     }
 
     /// Writes several used elements, then publishes them all with one
@@ -297,6 +309,13 @@ public struct Virtqueue: Sendable {
             isBroken = true
             throw .guestMemory(error)
         }
+        if let trace {
+            var i = nextUsed
+            for e in elements {
+                trace("used[\(i)] head \(e.head), \(e.length) bytes written")
+                i &+= 1
+            }
+        }
         nextUsed = index
         inFlight -= elements.count
     }
@@ -319,10 +338,14 @@ public struct Virtqueue: Sendable {
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         if eventIndexEnabled {
             guard let usedEvent = try? memory.read(UInt16.self, at: usedEventAddress) else { return true }
-            return Self.needEvent(eventIndex: usedEvent, newIndex: new, oldIndex: old)
+            let wanted = Self.needEvent(eventIndex: usedEvent, newIndex: new, oldIndex: old)
+            trace?(wanted ? "interrupt (used_event \(usedEvent) in [\(old), \(new)))" : "no interrupt (used_event \(usedEvent) not in [\(old), \(new)))")
+            return wanted
         }
         guard let flags = try? memory.read(UInt16.self, at: availFlagsAddress) else { return true }
-        return flags & Self.availFlagNoInterrupt == 0
+        let wanted = flags & Self.availFlagNoInterrupt == 0
+        trace?(wanted ? "interrupt" : "no interrupt (VIRTQ_AVAIL_F_NO_INTERRUPT)")
+        return wanted
     }
 
     /// `vring_need_event` (virtio_queue.h): true when `eventIndex` is in

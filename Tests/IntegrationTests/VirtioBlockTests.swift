@@ -115,6 +115,32 @@ struct VirtioBlockTests {
         BadInputTests.expectOneLineError(try Harness.run(arguments), containing: "9 devices with transport=mmio")
     }
 
+    @Test("--trace virtio shows the handshake, each chain popped, each used element and the interrupt decision, in order")
+    func traceVirtio() throws {
+        _ = try requireGuest("virtio-blk-test.elf")
+        let image = try Disk.make("trace.img")
+        let r = try Harness.run(["run", "--no-input", "--quiet", "--trace", "virtio", "--kernel", "guests/build/virtio-blk-test.elf",
+                                 "--disk", image, "--append", "test=info"])
+        #expect(r.status == 1, "\(r.stdout)")
+        let lines = r.stderr.split(separator: "\n").map(String.init).filter { $0.hasPrefix("virtio: ") }
+        let expected = [
+            "virtio: virtio-blk 0: status 0: reset",
+            "virtio: virtio-blk 0: status ACKNOWLEDGE",
+            "virtio: virtio-blk 0: status ACKNOWLEDGE|DRIVER",
+            "virtio: virtio-blk 0: features negotiated: bits {9, 32}",
+            "virtio: virtio-blk 0: status ACKNOWLEDGE|DRIVER|FEATURES_OK",
+        ]
+        #expect(Array(lines.prefix(5)) == expected, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("virtio: virtio-blk 0: queue 0: size 16, descriptors 0x") })
+        #expect(lines.contains("virtio: virtio-blk 0: DRIVER_OK: running"))
+        // GET_ID: header (16 bytes) in, a 20-byte id and the status byte out.
+        let getID = try #require(lines.firstIndex(of: "virtio: virtio-blk 0 q0: avail[0] head 0: 3 buffers, 16 bytes readable, 21 writable"))
+        #expect(lines[getID - 1] == "virtio: virtio-blk 0: notify queue 0")
+        #expect(lines[getID + 1] == "virtio: virtio-blk 0 q0: used[0] head 0, 21 bytes written")
+        #expect(lines[getID + 2].hasPrefix("virtio: virtio-blk 0 q0: "))
+        #expect(lines.last == "virtio: virtio-blk 0: status 0: reset")
+    }
+
     @Test("cache=none (O_DIRECT with bounce buffers for unaligned guest buffers) reads and writes the same bytes")
     func directIO() throws {
         _ = try requireGuest("virtio-blk-test.elf")
