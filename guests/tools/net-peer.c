@@ -3,6 +3,12 @@
  * =============================================================================
  *
  *   net-peer IFNAME [--idle SECONDS]
+ *   net-peer --ping ADDRESS COUNT
+ *
+ * (The second form is a minimal ping(8), for hosts without iputils-ping:
+ * COUNT ICMP echo requests to ADDRESS, 0.2 s apart, each waiting up to
+ * 2 s for its reply; it prints "peer: ping ADDRESS: N echo requests, N
+ * replies" and exits 0 if every one was answered with the data sent.)
  *
  * Run inside the network namespace that holds the tap (guests/tools/
  * net-test.sh does). It opens an AF_PACKET socket on IFNAME with
@@ -392,8 +398,62 @@ static void summary(void)
     }
 }
 
+#include <netinet/in.h>
+static int ping_main(const char *addr, int count)
+{
+    struct sockaddr_in to = { .sin_family = AF_INET };
+    if (inet_pton(AF_INET, addr, &to.sin_addr) != 1) {
+        fprintf(stderr, "peer: bad address %s\n", addr);
+        return 2;
+    }
+    int s = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+    if (s < 0) {
+        perror("peer: socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)");
+        return 1;
+    }
+    uint16_t id = (uint16_t)getpid();
+    int replies = 0;
+    for (int seq = 1; seq <= count; seq++) {
+        uint8_t req[64], buf[1500];
+        memset(req, 0, sizeof req);
+        req[0] = 8;
+        put16(req + 4, id);
+        put16(req + 6, (uint16_t)seq);
+        for (int i = 8; i < 64; i++)
+            req[i] = (uint8_t)(i + seq);
+        put16(req + 2, (uint16_t)~csum_fold(csum_add(0, req, sizeof req)));
+        if (sendto(s, req, sizeof req, 0, (struct sockaddr *)&to, sizeof to) < 0) {
+            perror("peer: sendto");
+            return 1;
+        }
+        double end = now() + 2;
+        for (;;) {
+            double left = end - now();
+            struct pollfd p = { s, POLLIN, 0 };
+            if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0)
+                break;
+            ssize_t n = recv(s, buf, sizeof buf, 0);
+            if (n < 20)
+                continue;
+            size_t ihl = (size_t)(buf[0] & 15) * 4;
+            const uint8_t *ic = buf + ihl;
+            if ((size_t)n != ihl + sizeof req || ic[0] != 0 || get16(ic + 4) != id || get16(ic + 6) != seq)
+                continue;
+            if (!memcmp(ic + 8, req + 8, sizeof req - 8) && csum_fold(csum_add(0, ic, sizeof req)) == 0xFFFF)
+                replies++;
+            break;
+        }
+        if (seq < count)
+            usleep(200000);
+    }
+    printf("peer: ping %s: %d echo requests, %d replies\n", addr, count, replies);
+    return replies == count ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && !strcmp(argv[1], "--ping"))
+        return ping_main(argv[2], atoi(argv[3]));
     if (argc < 2) {
         fprintf(stderr, "usage: net-peer IFNAME [--idle SECONDS]\n");
         return 2;
