@@ -55,6 +55,17 @@ ELF=$guests/build/virtio-net-test.elf
 PEER=$guests/build/net-peer
 QEMU=${QEMU:-qemu-system-x86_64}
 ARGS="test=$MODE${*:+ $*}"
+# bench: the guest needs the TSC frequency to turn cycles into time. Under
+# KVM the guest's TSC runs at the host's rate (no TSC scaling here); take it
+# from the host's kernel log, else /proc/cpuinfo (constant_tsc hosts only).
+if [ "$MODE" = bench ] && [[ " $ARGS " != *" tsc_khz="* ]]; then
+    mhz=$(dmesg 2>/dev/null | sed -n 's/.*tsc: Refined TSC clocksource calibration: \([0-9.]*\) MHz.*/\1/p' | tail -1)
+    [ -n "$mhz" ] || mhz=$(dmesg 2>/dev/null | sed -n 's/.*tsc: Detected \([0-9.]*\) MHz processor.*/\1/p' | tail -1)
+    if [ -z "$mhz" ] && grep -qw constant_tsc /proc/cpuinfo; then
+        mhz=$(sed -n 's/^cpu MHz[[:space:]]*: \([0-9.]*\)/\1/p' /proc/cpuinfo | head -1)
+    fi
+    [ -n "$mhz" ] && ARGS="$ARGS tsc_khz=$(awk -v m="$mhz" 'BEGIN { printf "%d", m * 1000 }')"
+fi
 TIMEOUT=${NET_TEST_TIMEOUT:-60}
 
 [ "$(id -u)" = 0 ] || { echo "net-test: needs root (ip netns, tap devices)" >&2; exit 1; }
