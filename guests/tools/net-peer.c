@@ -71,7 +71,8 @@ enum { K_DATA = 1, K_END, K_REPORT, K_ACK, K_START, K_BYE };
 #define RAW_FIRST 60
 #define RAW_LAST 1514
 #define RAW_COUNT (RAW_LAST - RAW_FIRST + 1)
-#define GSO_COUNT 66
+#define GSO_FIRST 1503
+#define BENCH_WINDOW 160                /* bench: frames in flight before waiting for an ACK */
 #define DIR_G2H 0x00
 #define DIR_H2G 0x5A
 #define VH 10                           /* sizeof(struct virtio_net_hdr) */
@@ -81,15 +82,14 @@ static uint8_t pattern(uint32_t i, uint32_t seq, uint32_t n, uint8_t dir)
     return (uint8_t)((i + (i >> 8) * 7 + seq * 13 + n * 3) ^ dir);
 }
 
-static uint32_t gso_len(uint32_t seq)
+/* The GSO lengths: 1503, 1503 + step, ... while below 65535, then 65535. */
+static uint32_t gso_count(uint32_t step)
 {
-    if (seq == 0)
-        return 1503;
-    if (seq == 1)
-        return 54 + 2 * MSS;
-    if (seq < 65)
-        return 1515 + 1021 * (seq - 2);
-    return FRAME_MAX;
+    return (FRAME_MAX - GSO_FIRST + step - 1) / step + 1;
+}
+static uint32_t gso_len(uint32_t seq, uint32_t step)
+{
+    return seq + 1 < gso_count(step) ? GSO_FIRST + seq * step : FRAME_MAX;
 }
 
 static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -128,10 +128,12 @@ struct phase {
     uint32_t next, ok, bad, sent, min, max, windows;
     char first_err[200];
 };
-static struct phase ph[8];
-static const char *const phase_name[8] = { "", "guest->host raw", "host->guest raw", "guest->host GSO TCPv4",
-                                           "host->guest GSO TCPv4", "guest->host bench 60-byte",
-                                           "guest->host bench GSO TCPv4", "" };
+#define NPHASES 9
+static struct phase ph[NPHASES];
+static const char *const phase_name[NPHASES] = { "", "guest->host raw", "host->guest raw", "guest->host GSO TCPv4",
+                                                 "host->guest GSO TCPv4", "guest->host bench 60-byte",
+                                                 "guest->host bench GSO TCPv4", "host->guest bench 60-byte",
+                                                 "host->guest bench GSO TCPv4" };
 static bool failed;
 
 static void perr(struct phase *p, const char *f, ...)
@@ -222,7 +224,7 @@ static void send_ctl(uint8_t kind, uint8_t phase, uint32_t a, uint32_t b)
 static void check_g2h(struct phase *p, uint8_t phase, const uint8_t *h, const uint8_t *f, uint32_t n, uint32_t c)
 {
     const uint8_t *k = f + c;
-    uint32_t seq = get32(k + 8), len = get32(k + 12);
+    uint32_t seq = get32(k + 8), len = get32(k + 12), step = get32(k + 16);
     bool bench = phase >= 5, tcp = c == 54;
     if (seq != p->next) {
         if (seq > p->next)
@@ -243,7 +245,11 @@ static void check_g2h(struct phase *p, uint8_t phase, const uint8_t *h, const ui
         p->ok++;
         return;
     }
-    uint32_t want = tcp ? gso_len(seq) : RAW_FIRST + seq;
+    if (tcp && (step < 1 || step > FRAME_MAX - GSO_FIRST)) {
+        perr(p, "phase %u frame %u: GSO step %u", phase, seq, step);
+        return;
+    }
+    uint32_t want = tcp ? gso_len(seq, step) : RAW_FIRST + seq;
     if (n != want) {
         perr(p, "phase %u frame %u: %u bytes, expected %u", phase, seq, n, want);
         return;
@@ -292,9 +298,10 @@ static void check_g2h(struct phase *p, uint8_t phase, const uint8_t *h, const ui
 }
 
 /* ---- sending to the guest ---- */
-static void build_h2g(uint8_t phase, uint32_t seq, bool tcp, uint32_t *lenp)
+/* Frame seq of a phase, len bytes, into sbuf (after the vnet header). */
+static void build_h2g(uint8_t phase, uint32_t seq, bool tcp, uint32_t len, uint32_t step)
 {
-    uint32_t len = tcp ? gso_len(seq) : RAW_FIRST + seq, c = 14;
+    uint32_t c = 14;
     uint8_t *f = sbuf + VH;
     memset(sbuf, 0, VH);
     if (!tcp) {
@@ -331,23 +338,70 @@ static void build_h2g(uint8_t phase, uint32_t seq, bool tcp, uint32_t *lenp)
         put16(th + 18, 0);
         c = 54;
     }
-    put_ctl(f + c, K_DATA, phase, seq, len, 0);
+    put_ctl(f + c, K_DATA, phase, seq, len, step);
     for (uint32_t i = c + 20; i < len; i++)
         f[i] = pattern(i, seq, len, DIR_H2G);
-    *lenp = len;
 }
 
-static void send_phase(uint8_t phase)
+/* Wait for an ACK of the phase from the guest; its count, or -1 after 10 s. */
+static int64_t wait_ack(uint8_t phase)
+{
+    double deadline = now() + 10;
+    for (;;) {
+        ssize_t n = rx(deadline - now());
+        if (n < 0)
+            return -1;
+        const uint8_t *f = rbuf + VH;
+        if (n >= 34 && get16(f + 12) == ETH_TEST && !memcmp(f + 14, "SKVN", 4) && f[18] == K_ACK && f[19] == phase)
+            return get32(f + 26);
+    }
+}
+
+/* Benchmark phases 7 and 8: count frames of len bytes, at most
+ * BENCH_WINDOW unacknowledged, then END. */
+static void send_bench(uint8_t phase, uint32_t count, uint32_t len)
+{
+    struct phase *p = &ph[phase];
+    bool tcp = phase == 8;
+    p->used = true;
+    if (len < 60 || len > (tcp ? FRAME_MAX : RAW_LAST) || (tcp && len < 74)) {
+        perr(p, "phase %u: START asks for %u-byte frames", phase, len);
+        return;
+    }
+    build_h2g(phase, 0, tcp, len, 0);
+    uint32_t acked = 0;
+    for (uint32_t seq = 0; seq < count; seq++) {
+        while (seq - acked >= BENCH_WINDOW) {
+            int64_t a = wait_ack(phase);
+            if (a < 0) {
+                perr(p, "phase %u: no ACK from the guest within 10 s (%u sent, %u acknowledged)", phase, seq, acked);
+                return;
+            }
+            if ((uint32_t)a > acked)
+                acked = (uint32_t)a;
+        }
+        put32(sbuf + VH + (tcp ? 54 : 14) + 8, seq);
+        tx(len);
+        p->sent++;
+    }
+    send_ctl(K_END, phase, count, 0);
+}
+
+static void send_phase(uint8_t phase, uint32_t step)
 {
     struct phase *p = &ph[phase];
     bool tcp = phase == 4;
-    uint32_t count = tcp ? GSO_COUNT : RAW_COUNT;
     p->used = true;
+    if (tcp && (step < 1 || step > FRAME_MAX - GSO_FIRST)) {
+        perr(p, "phase %u: START with GSO step %u", phase, step);
+        return;
+    }
+    uint32_t count = tcp ? gso_count(step) : RAW_COUNT;
     for (uint32_t seq = 0; seq < count;) {
         uint32_t end = seq + WINDOW < count ? seq + WINDOW : count;
         for (; seq < end; seq++) {
-            uint32_t len;
-            build_h2g(phase, seq, tcp, &len);
+            uint32_t len = tcp ? gso_len(seq, step) : RAW_FIRST + seq;
+            build_h2g(phase, seq, tcp, len, tcp ? step : 0);
             tx(len);
             p->sent++;
             if (!p->min || len < p->min)
@@ -356,18 +410,10 @@ static void send_phase(uint8_t phase)
                 p->max = len;
         }
         /* wait for the guest's ACK(end) */
-        double deadline = now() + 10;
-        bool acked = false;
-        while (!acked) {
-            ssize_t n = rx(deadline - now());
-            if (n < 0)
-                break;
-            const uint8_t *f = rbuf + VH;
-            if (n >= 34 && get16(f + 12) == ETH_TEST && !memcmp(f + 14, "SKVN", 4) && f[18] == K_ACK && f[19] == phase &&
-                get32(f + 26) == end)
-                acked = true;
-        }
-        if (!acked) {
+        int64_t a;
+        while ((a = wait_ack(phase)) >= 0 && (uint32_t)a != end)
+            ;
+        if (a < 0) {
             perr(p, "phase %u: no ACK(%u) from the guest within 10 s", phase, end);
             return;
         }
@@ -378,16 +424,19 @@ static void send_phase(uint8_t phase)
 
 static void summary(void)
 {
-    for (int i = 1; i < 8; i++) {
+    for (int i = 1; i < NPHASES; i++) {
         struct phase *p = &ph[i];
         if (!p->used)
             continue;
         if (i == 2 || i == 4) {
             printf("peer: phase %d %s: sent %u frames, %u..%u bytes, %u windows acknowledged%s%s\n", i, phase_name[i],
                    p->sent, p->min, p->max, p->windows, p->bad ? "; FAIL: " : "", p->bad ? p->first_err : "");
-        } else if (i >= 5) {
+        } else if (i == 5 || i == 6) {
             printf("peer: phase %d %s: received %u of %u frames%s\n", i, phase_name[i], p->ok, p->sent,
                    p->reported ? "" : " (no END)");
+        } else if (i == 7 || i == 8) {
+            printf("peer: phase %d %s: sent %u frames%s%s\n", i, phase_name[i], p->sent, p->bad ? "; FAIL: " : "",
+                   p->bad ? p->first_err : "");
         } else {
             printf("peer: phase %d %s: received %u of %u frames, %u..%u bytes, %s%s\n", i, phase_name[i], p->ok,
                    p->sent, p->min, p->max, p->bad || !p->reported || p->ok != p->sent ? "FAIL: " : "every byte ok",
@@ -518,7 +567,7 @@ int main(int argc, char **argv)
         }
         const uint8_t *k = f + c;
         uint8_t kind = k[4], phase = k[5];
-        if (phase >= 8)
+        if (phase >= NPHASES)
             continue;
         struct phase *p = &ph[phase];
         switch (kind) {
@@ -536,7 +585,10 @@ int main(int argc, char **argv)
             break;
         case K_START:
             if (phase == 2 || phase == 4) {
-                send_phase(phase);
+                send_phase(phase, get32(k + 16));
+                p->reported = true;
+            } else if (phase == 7 || phase == 8) {
+                send_bench(phase, get32(k + 12), get32(k + 16));
                 p->reported = true;
             }
             break;

@@ -444,8 +444,9 @@ static struct {
     uint64_t count;                     /* bench: frames of each kind */
     uint64_t pings;                     /* ping: echo requests to answer */
     uint64_t wait_s;                    /* ping: how long to wait for them, in 10^9 cycles */
+    uint32_t gso_step;                  /* frames offload=1: GSO lengths 1503, 1503 + step, ... */
     bool assign_bars;
-} opt = { M_INFO, 0, false, false, 0, 0, 0, 20000, 3, 30, false };
+} opt = { M_INFO, 0, false, false, 0, 0, 0, 20000, 3, 30, 1021, false };
 
 static bool word_is(const char *w, size_t n, const char *s)
 {
@@ -532,6 +533,9 @@ static void parse_cmdline(const char *c)
             ok = parse_u64(v, vn, &opt.pings) && opt.pings <= 1000;
         } else if (word_is(w, k, "wait")) {
             ok = parse_u64(v, vn, &opt.wait_s) && opt.wait_s >= 1 && opt.wait_s <= 1000;
+        } else if (word_is(w, k, "gso_step")) {
+            ok = parse_u64(v, vn, &num) && num >= 1 && num <= 64032;
+            opt.gso_step = (uint32_t)num;
         } else if (word_is(w, k, "assign-bars")) {
             ok = parse_bool(v, vn, &opt.assign_bars);
         } else if (word_is(w, k, "verbose")) {
@@ -545,7 +549,7 @@ static void parse_cmdline(const char *c)
             memcpy(word, w, m);
             word[m] = 0;
             set_why("expected test=info|ping|frames|bench nic=N mrg=0|1 offload=0|1 rxbuf=64..4096 "
-                    "qsize=64..256 tsc_khz=N count=N pings=N wait=N assign-bars=0|1 verbose=0|1");
+                    "qsize=64..256 tsc_khz=N count=N pings=N wait=N gso_step=1..64032 assign-bars=0|1 verbose=0|1");
             result(false, "argument \"%s\"", word);
         }
     }
@@ -1760,17 +1764,16 @@ enum { K_DATA = 1, K_END, K_REPORT, K_ACK, K_START, K_BYE };
 #define RAW_FIRST 60
 #define RAW_LAST 1514
 #define RAW_COUNT (RAW_LAST - RAW_FIRST + 1)
-#define GSO_COUNT 66
+#define GSO_FIRST 1503                 /* 54 + 1449: the smallest with two segments */
 
-static uint32_t gso_len(uint32_t seq)
+/* The GSO lengths: 1503, 1503 + step, ... while below 65535, then 65535. */
+static uint32_t gso_count(uint32_t step)
 {
-    if (seq == 0)
-        return 1503;
-    if (seq == 1)
-        return 54 + 2 * MSS;            /* 2950 */
-    if (seq < 65)
-        return 1515 + 1021 * (seq - 2);
-    return FRAME_MAX;
+    return (FRAME_MAX - GSO_FIRST + step - 1) / step + 1;
+}
+static uint32_t gso_len(uint32_t seq, uint32_t step)
+{
+    return seq + 1 < gso_count(step) ? GSO_FIRST + seq * step : FRAME_MAX;
 }
 
 static void put_ctl(uint8_t *c, uint8_t kind, uint8_t phase, uint32_t seq, uint32_t a, uint32_t b)
@@ -1854,26 +1857,22 @@ static void build_frame(uint8_t *f, uint32_t len, uint32_t seq, uint8_t phase, b
         put16(th + 18, 0);
         c = 54;
     }
-    put_ctl(f + c, K_DATA, phase, seq, len, 0);
+    put_ctl(f + c, K_DATA, phase, seq, len, tcp ? opt.gso_step : 0);
     for (uint32_t i = c + 20; i < len; i++)
         f[i] = pattern(i, seq, len, DIR_G2H);
 }
 
+static void gso_header(uint8_t *b);
+
 static void send_stream(uint8_t phase, bool tcp, uint32_t count)
 {
     for (uint32_t seq = 0; seq < count; seq++) {
-        uint32_t len = tcp ? gso_len(seq) : RAW_FIRST + seq;
+        uint32_t len = tcp ? gso_len(seq, opt.gso_step) : RAW_FIRST + seq;
         unsigned s;
         uint8_t *b = tx_alloc(len, &s);
         build_frame(b + HDR, len, seq, phase, tcp);
-        if (tcp) {
-            b[0] = HF_NEEDS_CSUM;
-            b[1] = GSO_TCPV4;
-            putle16(b + 2, 54);         /* hdr_len */
-            putle16(b + 4, MSS);        /* gso_size */
-            putle16(b + 6, 34);         /* csum_start */
-            putle16(b + 8, 16);         /* csum_offset */
-        }
+        if (tcp)
+            gso_header(b);
         tx_submit(s, b, len, seq & 1);
     }
     tx_flush("sending");
@@ -1883,7 +1882,7 @@ static void send_stream(uint8_t phase, bool tcp, uint32_t count)
  * the phase; `why` says what is wrong. */
 static bool check_h2g(uint8_t phase, uint32_t seq, bool tcp)
 {
-    uint32_t len = tcp ? gso_len(seq) : RAW_FIRST + seq;
+    uint32_t len = tcp ? gso_len(seq, opt.gso_step) : RAW_FIRST + seq;
     uint32_t c = tcp ? 54 : 14;
     if (ctl_at() != c) {
         set_why("frame %u: not a %s test frame", seq, tcp ? "TCP" : "raw");
@@ -1965,7 +1964,7 @@ static void phase_g2h(uint8_t phase, bool tcp, uint32_t count, const char *what)
 /* A phase host->guest: START, receive in windows (ACK each), END. */
 static void phase_h2g(uint8_t phase, bool tcp, uint32_t count, const char *what)
 {
-    send_ctl(K_START, phase, count, 0);
+    send_ctl(K_START, phase, count, tcp ? opt.gso_step : 0);
     uint32_t got = 0, bad = 0;
     bool ended = false;
     uint32_t end_count = 0;
@@ -2024,8 +2023,11 @@ static void test_frames(void)
     phase_g2h(1, false, RAW_COUNT, "guest->host, 60..1514 bytes");
     phase_h2g(2, false, RAW_COUNT, "host->guest, 60..1514 bytes");
     if (opt.offload) {
-        phase_g2h(3, true, GSO_COUNT, "guest->host, TCPv4 GSO 1503..65535 bytes");
-        phase_h2g(4, true, GSO_COUNT, "host->guest, TCPv4 GSO 1503..65535 bytes");
+        char what[80];
+        fmt(what, sizeof what, "guest->host, TCPv4 GSO 1503..65535 bytes, step %u", opt.gso_step);
+        phase_g2h(3, true, gso_count(opt.gso_step), what);
+        fmt(what, sizeof what, "host->guest, TCPv4 GSO 1503..65535 bytes, step %u", opt.gso_step);
+        phase_h2g(4, true, gso_count(opt.gso_step), what);
     }
     send_ctl(K_BYE, 0, 0, 0);
     tx_flush("BYE");
@@ -2061,47 +2063,17 @@ static uint64_t tsc_khz(void)
     return 0;
 }
 
-static void bench_one(uint8_t phase, bool tcp, uint32_t len, const char *what)
+static uint32_t bench_count(bool tcp)
 {
     uint32_t count = (uint32_t)opt.count;
-    if (tcp)
+    if (tcp)                            /* a tenth as many 64 KiB frames */
         count = count / 10 ? count / 10 : 1;
-    /* Build each slot's frame once; the loop only re-offers them. */
-    unsigned nslots = tcp ? TX_BIG : txq.size / 2;
-    for (unsigned s = 0; s < nslots; s++) {
-        uint8_t *b = tcp ? tx_big[s] : tx_small[s];
-        memset(b, 0, HDR);
-        build_frame(b + HDR, len, 0, phase, tcp);
-        if (tcp) {
-            b[0] = HF_NEEDS_CSUM;
-            b[1] = GSO_TCPV4;
-            putle16(b + 2, 54);
-            putle16(b + 4, MSS);
-            putle16(b + 6, 34);
-            putle16(b + 8, 16);
-        }
-    }
-    uint64_t t0 = rdtsc();
-    for (uint32_t i = 0; i < count; i++) {
-        unsigned s;
-        (void)tx_alloc(len, &s);        /* waits for the slot; zeroes the header... */
-        uint8_t *b = tcp ? tx_big[s] : tx_small[s];
-        if (tcp) {                      /* ...so restore it */
-            b[0] = HF_NEEDS_CSUM;
-            b[1] = GSO_TCPV4;
-            putle16(b + 2, 54);
-            putle16(b + 4, MSS);
-            putle16(b + 6, 34);
-            putle16(b + 8, 16);
-        }
-        put32(b + HDR + (tcp ? 54 : 14) + 8, i);    /* ctl.seq */
-        tx_submit(s, b, len, false);
-    }
-    tx_flush("bench");
-    uint64_t cycles = rdtsc() - t0;
-    send_ctl(K_END, phase, count, 0);
-    uint32_t a = 0, b = 0;
-    bool got = wait_ctl(K_REPORT, phase, &a, &b);
+    return count;
+}
+
+/* One information line (timings differ from run to run, so no check). */
+static void bench_print(const char *what, uint32_t count, uint32_t len, uint64_t cycles, const char *tail)
+{
     uint64_t khz = tsc_khz();
     print(NAME ": bench: %s: %u frames of %u bytes in %llu TSC cycles", what, count, len, (unsigned long long)cycles);
     if (khz) {
@@ -2111,10 +2083,93 @@ static void bench_one(uint8_t phase, bool tcp, uint32_t len, const char *what)
         print(" = %llu us: %llu frames/s, %llu MB/s", (unsigned long long)us, (unsigned long long)count * 1000000 / us,
               (unsigned long long)count * len / us);
     }
-    print("; the peer received %u\n", got ? a : 0);
+    print("%s\n", tail);
+}
+
+static void gso_header(uint8_t *b)
+{
+    b[0] = HF_NEEDS_CSUM;
+    b[1] = GSO_TCPV4;
+    putle16(b + 2, 54);                 /* hdr_len */
+    putle16(b + 4, MSS);                /* gso_size */
+    putle16(b + 6, 34);                 /* csum_start */
+    putle16(b + 8, 16);                 /* csum_offset */
+}
+
+/* Transmit: `count` frames of `len` bytes, as fast as the driver can: each
+ * slot's frame is built once, the loop only renumbers and re-offers it,
+ * notifying every 32 frames and whenever it waits for a slot. Timed from
+ * the first offer until the device has used the last frame. */
+static void bench_tx(uint8_t phase, bool tcp, uint32_t len, const char *what)
+{
+    uint32_t count = bench_count(tcp);
+    unsigned nslots = tcp ? TX_BIG : txq.size / 2;
+    for (unsigned s = 0; s < nslots; s++) {
+        uint8_t *b = tcp ? tx_big[s] : tx_small[s];
+        build_frame(b + HDR, len, 0, phase, tcp);
+    }
+    uint64_t t0 = rdtsc();
+    for (uint32_t i = 0; i < count; i++) {
+        unsigned s;
+        uint8_t *b = tx_alloc(len, &s); /* waits for the slot; zeroes the header */
+        if (tcp)
+            gso_header(b);
+        put32(b + HDR + (tcp ? 54 : 14) + 8, i);    /* ctl.seq */
+        tx_submit(s, b, len, false);
+    }
+    tx_flush("bench");
+    uint64_t cycles = rdtsc() - t0;
+    send_ctl(K_END, phase, count, 0);
+    uint32_t a = 0, b = 0;
+    bool got = wait_ctl(K_REPORT, phase, &a, &b);
+    char tail[64];
+    fmt(tail, sizeof tail, "; the peer received %u", got ? a : 0);
+    bench_print(what, count, len, cycles, tail);
     if (!got)
         set_why("no REPORT from net-peer");
     result(got, "bench: %s: the peer reported", what);
+}
+
+/* Receive: the peer sends `count` frames of `len` bytes as fast as it can,
+ * keeping at most 160 unacknowledged (the guest ACKs every 32). Timed
+ * from the first frame to the last. */
+static void bench_rx(uint8_t phase, bool tcp, uint32_t len, const char *what)
+{
+    uint32_t count = bench_count(tcp);
+    send_ctl(K_START, phase, count, len);
+    uint32_t got = 0, wrong = 0;
+    uint64_t t0 = 0, t1 = 0;
+    bool ended = false;
+    uint64_t deadline = rdtsc() + TIMEOUT_CYCLES;
+    while (rx_next(deadline)) {
+        uint32_t c = ctl_at();
+        const uint8_t *k = rxp + c;
+        if (!c || k[5] != phase) {
+            stat.ignored++;
+            continue;
+        }
+        if (k[4] == K_END) {
+            ended = true;
+            break;
+        }
+        if (k[4] != K_DATA)
+            continue;
+        t1 = rdtsc();
+        if (!got)
+            t0 = t1;
+        if (rxn != len || get32(k + 8) != got)
+            wrong++;
+        got++;
+        if (got % WINDOW == 0 || got == count)
+            send_ctl(K_ACK, phase, got, 0);
+        deadline = t1 + TIMEOUT_CYCLES;
+    }
+    bench_print(what, got, len, t1 - t0, "");
+    if (!ended)
+        set_why("received %u, then nothing for 10^10 TSC cycles", got);
+    else if (got != count || wrong)
+        set_why("received %u of %u, %u out of order or of the wrong length", got, count, wrong);
+    result(ended && got == count && !wrong, "bench: %s: received all %u in order", what, count);
 }
 
 static void test_bench(void)
@@ -2123,9 +2178,12 @@ static void test_bench(void)
         return;
     if (!tsc_khz())
         print(NAME ": bench: TSC frequency unknown (give tsc_khz=): cycles only\n");
-    bench_one(5, false, 60, "guest->host, 60-byte frames");
-    if (opt.offload)
-        bench_one(6, true, FRAME_MAX, "guest->host, 65535-byte TCPv4 GSO frames");
+    bench_tx(5, false, 60, "guest->host, 60-byte frames");
+    bench_rx(7, false, 60, "host->guest, 60-byte frames");
+    if (opt.offload) {
+        bench_tx(6, true, FRAME_MAX, "guest->host, 65535-byte TCPv4 GSO frames");
+        bench_rx(8, true, FRAME_MAX, "host->guest, 65535-byte TCPv4 GSO frames");
+    }
     send_ctl(K_BYE, 0, 0, 0);
     tx_flush("BYE");
 }
