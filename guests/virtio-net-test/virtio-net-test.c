@@ -134,9 +134,11 @@
  *     5  u8 phase               see below
  *     6  be16 0
  *     8  be32 seq               DATA: 0, 1, 2, ... within the phase
- *     12 be32 a                 DATA: the frame's length; END, ACK: a count;
- *                               REPORT: frames received intact
- *     16 be32 b                 REPORT: frames missing or wrong; else 0
+ *     12 be32 a                 DATA: the frame's length; END, ACK, START:
+ *                               a count; REPORT: frames received intact
+ *     16 be32 b                 REPORT: frames missing or wrong; GSO DATA
+ *                               and START(4): the length step (gso_step);
+ *                               START(7, 8): the frame length; else 0
  * Raw frames: Ethernet header (dst, src, ethertype 0x88B5, IEEE "local
  * experimental"), ctl at offset 14, the pattern from offset 34 to the end.
  * GSO frames: Ethernet (0x0800), IPv4 (20 bytes: 0x45, tos 0, total
@@ -160,18 +162,26 @@
  *        waits after each window for the guest's ACK(count so far); then
  *        END(1455). The windows keep the tap's queue (500 packets) from
  *        overflowing while the guest is slow to take them.
- *     3  GSO, guest->host (offload=1): 66 TCP/IPv4 frames, lengths 1503
- *        (the smallest with two segments: payload 1449), 2950 (exactly
- *        two), 1515 + 1021 k for k = 0..62, and 65535 (the largest
- *        frame); END; REPORT. The peer checks the header it gets (TCPV4,
- *        gso_size 1448, NEEDS_CSUM, csum_start 34, csum_offset 16), the
- *        IPv4 and TCP headers, the pseudo-header sum and every byte.
- *     4  GSO, host->guest (offload=1): START(4); the same 66 lengths, sent
- *        by the peer as GSO frames (same header), windows of 32 with ACKs;
- *        END. The guest gets them whole, merged from rxbuf-sized buffers.
- *     5, 6  test=bench: N frames of 60 bytes (5) and N GSO frames of 65535
- *        bytes (6) guest->host, as fast as the driver can; END; REPORT
- *        (the peer counts, checking only the control block).
+ *     3  GSO, guest->host (offload=1): TCP/IPv4 frames of lengths 1503
+ *        (the smallest with two segments: payload 1449), 1503 + step,
+ *        1503 + 2 step, ... while below 65535, then 65535 (the largest
+ *        frame): 64 frames with the default step 1021 (a prime, so the
+ *        lengths fall everywhere relative to the MSS and the buffer size),
+ *        64033 with gso_step=1 (every length); END; REPORT. The peer
+ *        checks the header it gets (TCPV4, gso_size 1448, NEEDS_CSUM,
+ *        csum_start 34, csum_offset 16), the IPv4 and TCP headers, the
+ *        pseudo-header sum and every byte.
+ *     4  GSO, host->guest (offload=1): START(4, step); the same lengths,
+ *        sent by the peer as GSO frames (same header), windows of 32 with
+ *        ACKs; END. The guest gets them whole, merged from rxbuf-sized
+ *        buffers, and checks the same.
+ *     5, 6  test=bench: `count` frames of 60 bytes (5), and count / 10
+ *        GSO frames of 65535 bytes (6, offload=1), guest->host, as fast
+ *        as the driver can; END; REPORT (the peer counts, checking only
+ *        the control block).
+ *     7, 8  test=bench: START(count, length); the peer sends as fast as it
+ *        can, at most 160 frames ahead of the guest's ACKs (every 32),
+ *        60-byte frames (7) and 65535-byte GSO frames (8, offload=1); END.
  * Then BYE: the peer prints its summary and exits.
  *
  * Output: one line per check, "virtio-net-test: <what>: ok" or
