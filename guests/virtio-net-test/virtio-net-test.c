@@ -1003,6 +1003,8 @@ static bool device_reset(void)
 /* ---- the virtqueues (§2.7) ---------------------------------------------------- */
 
 #define QMAX 256
+#define HDR 12                          /* struct virtio_net_hdr with VERSION_1 */
+#define FRAME_MAX 65535                 /* the largest frame: a 64 KiB GSO packet */
 #define VIRTQ_DESC_F_NEXT 1
 #define VIRTQ_DESC_F_WRITE 2
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
@@ -1085,6 +1087,9 @@ static bool vq_setup(struct vq *q, const char *label)
         set_why("queue_size %u is not a power of 2", max);
     else if (size < 64)
         set_why("queue_size %u: this driver needs at least 64 entries", max);
+    else if (q == &rxq && opt.offload && (uint32_t)size * opt.rxbuf < HDR + FRAME_MAX)
+        set_why("%u buffers of %u bytes cannot hold a 65535-byte GSO frame and its header (raise qsize or rxbuf)",
+                size, opt.rxbuf);
     else if (noff + 2 > dev.caps[CAP_NOTIFY].length)
         set_why("notify offset %llu + 2 exceeds the notify structure's %u bytes", (unsigned long long)noff,
                 dev.caps[CAP_NOTIFY].length);
@@ -1306,7 +1311,6 @@ static uint8_t pattern(uint32_t i, uint32_t seq, uint32_t n, uint8_t dir)
 
 /* ---- frames ------------------------------------------------------------------------ */
 
-#define HDR 12                          /* struct virtio_net_hdr with VERSION_1 */
 #define HF_NEEDS_CSUM 1
 #define HF_DATA_VALID 2
 #define GSO_NONE 0
@@ -1320,7 +1324,6 @@ static uint8_t pattern(uint32_t i, uint32_t seq, uint32_t n, uint8_t dir)
 #define GUEST_PORT 21334                /* 0x5356 */
 #define PEER_PORT 21320                 /* 0x5348 */
 #define MSS 1448
-#define FRAME_MAX 65535
 #define WINDOW 32
 
 static uint8_t host_mac[6];
