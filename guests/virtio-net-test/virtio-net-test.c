@@ -93,8 +93,8 @@
  * without GUEST_CSUM (MUST, §5.1.6.4.1); with it, NEEDS_CSUM or
  * DATA_VALID may appear, and GSO frames (GUEST_TSO4) arrive whole, up to
  * 65535 bytes, merged from many buffers, as the host stack built them
- * (gso_type TCPV4 with NEEDS_CSUM, which §5.1.6.4.1 requires with any
- * gso_type). A device MAY also deliver such a packet segmented; this test
+ * (gso_type TCPV4 with NEEDS_CSUM and the csum_start/csum_offset the host
+ * stack set). A device may also deliver such a packet segmented; this test
  * expects it whole, as a device that passes the tap's vnet header through
  * (QEMU's, skvm's) delivers it.
  *
