@@ -1593,6 +1593,7 @@ static int ip_to_me(void)
 }
 
 static bool answer_icmp;                /* test=ping's second part */
+static bool rx_answered;                /* rx_next returned an echo request it answered */
 
 static void icmp_echo_reply(void)
 {
@@ -1621,11 +1622,12 @@ static void icmp_echo_reply(void)
     tx_kick();
 }
 
-/* The next frame for the caller, answering ARP requests for us (and, if
- * answer_icmp, echo requests) on the way. false: nothing before the
- * deadline. */
+/* The next frame for the caller, answering ARP requests for us on the
+ * way (and, if answer_icmp, echo requests: then it returns with
+ * rx_answered set). false: nothing before the deadline. */
 static bool rx_next(uint64_t deadline)
 {
+    rx_answered = false;
     for (;;) {
         while (!rx_get()) {
             tx_reap();
@@ -1647,7 +1649,8 @@ static bool rx_next(uint64_t deadline)
                 if (verbose)
                     print(NAME ": [verbose] answered an echo request from %u.%u.%u.%u, id 0x%04X, seq %u\n", ip[12],
                           ip[13], ip[14], ip[15], get16(icmp + 4), get16(icmp + 6));
-                continue;
+                rx_answered = true;     /* back to the caller, who counts them */
+                return true;
             }
         }
         return true;
@@ -1765,7 +1768,8 @@ static void test_ping(void)
     answer_icmp = true;
     uint64_t deadline = rdtsc() + opt.wait_s * 1000000000ull;
     while (stat.icmp_answered < opt.pings && rx_next(deadline))
-        stat.ignored++;
+        if (!rx_answered)
+            stat.ignored++;
     tx_flush("ping: the last echo reply sent");
     if (stat.icmp_answered < opt.pings)
         set_why("answered %llu within %llu x 10^9 TSC cycles", (unsigned long long)stat.icmp_answered,
