@@ -574,6 +574,8 @@ int main(int argc, char **argv)
         case K_DATA:
             p->used = true;
             check_g2h(p, phase, h, f, n, c);
+            if ((phase == 1 || phase == 3) && p->next % WINDOW == 0)
+                send_ctl(K_ACK, phase, p->next, 0);     /* the guest waits for these */
             break;
         case K_END:
             p->used = true;

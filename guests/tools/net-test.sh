@@ -84,7 +84,7 @@ cleanup() {
     if [ -n "${NET_TEST_KEEP:-}" ]; then echo "net-test: files kept in $TMP" >&2; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
-trap 'exit 1' INT TERM
+trap 'exit 1' INT TERM HUP PIPE
 
 in_ns() { ip netns exec "$NS" "$@"; }
 

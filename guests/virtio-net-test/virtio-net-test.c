@@ -160,7 +160,9 @@
  * Phases:
  *     1  raw, guest->host: one frame of every length 60..1514 (seq =
  *        length - 60, 1455 frames), then END(1455); the peer answers
- *        REPORT(received intact, missing or wrong).
+ *        REPORT(received intact, missing or wrong). The peer ACKs every
+ *        32 frames (ACK(frames so far)) and the guest stays at most 128
+ *        frames ahead of the last ACK.
  *     2  raw, host->guest: the guest sends START(2); the peer sends the
  *        same 1455 lengths (direction 0x5A) in windows of 32 frames, and
  *        waits after each window for the guest's ACK(count so far); then
@@ -171,7 +173,8 @@
  *        1503 + 2 step, ... while below 65535, then 65535 (the largest
  *        frame): 64 frames with the default step 1021 (a prime, so the
  *        lengths fall everywhere relative to the MSS and the buffer size),
- *        64033 with gso_step=1 (every length); END; REPORT. The peer
+ *        64033 with gso_step=1 (every length); ACKs as in phase 1; END;
+ *        REPORT. The peer
  *        checks the header it gets (TCPV4, gso_size 1448, NEEDS_CSUM,
  *        csum_start 34, csum_offset 16), the IPv4 and TCP headers, the
  *        pseudo-header sum and every byte.
@@ -1884,9 +1887,26 @@ static void build_frame(uint8_t *f, uint32_t len, uint32_t seq, uint8_t phase, b
 
 static void gso_header(uint8_t *b);
 
+/* Phases 1 and 3: the peer ACKs every 32 frames; the guest stays at most
+ * G2H_AHEAD frames ahead, so that a slow peer loses nothing (its socket
+ * buffer is finite, the stream with gso_step=1 is 2 GB). */
+#define G2H_AHEAD 128
+
 static void send_stream(uint8_t phase, bool tcp, uint32_t count)
 {
+    uint32_t acked = 0;
     for (uint32_t seq = 0; seq < count; seq++) {
+        while (seq - acked >= G2H_AHEAD) {
+            if (tx_unkicked)
+                tx_kick();
+            uint32_t a = 0, b = 0;
+            if (!wait_ctl(K_ACK, phase, &a, &b)) {
+                set_why("%u frames sent, %u acknowledged, then no ACK within 10^10 TSC cycles", seq, acked);
+                fatal("frames: sending");
+            }
+            if (a > acked)
+                acked = a;
+        }
         uint32_t len = tcp ? gso_len(seq, opt.gso_step) : RAW_FIRST + seq;
         unsigned s;
         uint8_t *b = tx_alloc(len, &s);
