@@ -116,7 +116,7 @@ qemu)
         -kernel "$ELF" -append "$ARGS" </dev/null >"$TMP/guest.out" 2>"$TMP/vmm.err" &
     ;;
 skvm:*)
-    in_ns timeout "$TIMEOUT" "${VMM#skvm:}" run --kernel "$ELF" --append "$ARGS" --net tap=tap0 \
+    in_ns timeout "$TIMEOUT" "${VMM#skvm:}" run --kernel "$ELF" --append "$ARGS" --net tap=tap0,mac=52:54:00:12:34:56 \
         --test-device --timeout 30 </dev/null >"$TMP/guest.out" 2>"$TMP/vmm.err" &
     ;;
 esac
