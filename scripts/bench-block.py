@@ -16,6 +16,11 @@ with cache=none by both VMMs:
   qemu-system-x86_64 -enable-kvm ... -drive file=IMG,format=raw,if=none,id=d0,cache=none,aio=threads
                      -device virtio-blk-pci,drive=d0,disable-legacy=on -kernel virtio-blk-test.elf
 
+With --linux, on a host whose KVM runs guest kernels natively (not PVM; see
+docs/pvm.md), also the Debian kernel of `make linux` in both VMMs, reading and
+writing /dev/vda with busybox dd (1 MiB blocks, O_DIRECT), the same image. On
+a PVM host that part is skipped with the reason.
+
 The limit beside both: this host's own direct I/O on the same file, the same
 pattern issued from here (pread/pwrite with O_DIRECT, one request at a time,
 1 MiB sequential and 4 KiB random). Runs alternate skvm, QEMU and the host
@@ -23,7 +28,7 @@ ROUNDS times; the figures are medians. The guest's cycles become seconds with
 the guest TSC frequency KVM reports (KVM_GET_TSC_KHZ, via `skvm bench exits
 --json`); the guest TSC runs at the host's rate.
 """
-import argparse, json, mmap, os, random, statistics, subprocess, sys, time
+import argparse, json, mmap, os, random, re, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUEST = os.path.join(ROOT, "guests", "build", "virtio-blk-test.elf")
@@ -113,6 +118,32 @@ def make_image(path, gib):
         os.fsync(f.fileno())
 
 
+LINUX = os.path.join(ROOT, "guests", "build", "linux")
+DD = re.compile(r"(\d+) bytes \([^)]*\) copied, ([0-9.]+) seconds")
+
+
+def linux_dd(a, image, vmm):
+    """Linux's dd on /dev/vda under `vmm`: {"dd read MB/s", "dd write MB/s"}."""
+    cmd = (f"dd if=/dev/vda of=/dev/null bs=1M count={a.mib} iflag=direct; "
+           f"dd if=/dev/zero of=/dev/vda bs=1M count={a.mib} oflag=direct")
+    append = f'quiet skvm.cmd="{cmd}"'
+    if vmm == "skvm":
+        argv = [a.skvm, "run", "--quiet", "--no-input", "--memory", "512M", "--kernel", f"{LINUX}/bzImage",
+                "--initrd", f"{LINUX}/initrd.img", "--disk", f"path={image},cache=none", "--append", append]
+    else:
+        argv = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host", "-M", "pc", "-m", "512", "-display", "none",
+                "-serial", "stdio", "-no-reboot", "-nodefaults", "-kernel", f"{LINUX}/bzImage", "-initrd", f"{LINUX}/initrd.img",
+                "-drive", f"file={image},format=raw,if=none,id=d0,cache=none,aio=threads",
+                "-device", "virtio-blk-pci,drive=d0,disable-legacy=on",
+                "-append", "console=ttyS0 reboot=k panic=-1 " + append]
+    out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600).stdout
+    found = DD.findall(out)
+    if len(found) != 2:
+        sys.exit(f"bench-block: Linux dd under {vmm} printed no figures:\n{out}")
+    (rb, rs), (wb, ws) = found
+    return {"dd read MB/s": int(rb) / float(rs) / 1e6, "dd write MB/s": int(wb) / float(ws) / 1e6}
+
+
 def figures(seconds, a):
     """MB/s for the sequential phases, IOPS for the random one."""
     return {
@@ -131,6 +162,7 @@ def main():
     p.add_argument("--random", type=int, default=20000, help="random 4 KiB reads (default 20000)")
     p.add_argument("--qd", default="1,8", help="queue depths to run (default 1,8)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--linux", action="store_true", help="also Linux's dd on /dev/vda (hosts that boot Linux natively)")
     p.add_argument("--json")
     a = p.parse_args()
     if a.mib > a.size * 1024:
@@ -138,6 +170,7 @@ def main():
     os.makedirs(a.dir, exist_ok=True)
     image = os.path.join(a.dir, "block-bench.img")
     make_image(image, a.size)
+    linux_note = None
     try:
         khz = tsc_khz(a.skvm)
         have_qemu = subprocess.run(["sh", "-c", "command -v qemu-system-x86_64"], capture_output=True).returncode == 0
@@ -154,6 +187,18 @@ def main():
                     runs["host"].append(figures(host_direct(a, image), a))
             results[f"qd{qd}"] = {who: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                                   for who, rs in runs.items() if rs}
+        if a.linux:
+            if os.path.exists("/sys/module/kvm_pvm"):
+                linux_note = "Linux dd: skipped, this host's KVM is PVM (a stock kernel cannot finish booting; docs/pvm.md)"
+            elif not os.path.exists(f"{LINUX}/bzImage"):
+                linux_note = "Linux dd: skipped, the Linux assets are not built (make linux)"
+            else:
+                runs = {"skvm": [], "qemu": []}
+                for _ in range(a.rounds):
+                    runs["skvm"].append(linux_dd(a, image, "skvm"))
+                    if have_qemu:
+                        runs["qemu"].append(linux_dd(a, image, "qemu"))
+                results["linux"] = {who: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for who, rs in runs.items() if rs}
     finally:
         os.unlink(image)
 
@@ -161,7 +206,7 @@ def main():
           f"{a.random} random 4 KiB reads; guest at CPL 3, polling; medians of {a.rounds} alternating rounds; "
           f"guest TSC {khz} kHz")
     for qd, r in results.items():
-        print(f"\nqueue depth {qd[2:]}:")
+        print("\nLinux, busybox dd on /dev/vda (1 MiB, O_DIRECT):" if qd == "linux" else f"\nqueue depth {qd[2:]}:")
         whos = [w for w in ("skvm", "qemu", "host") if w in r]
         header = f"  {'':20}" + "".join(f"{w if w != 'host' else 'host O_DIRECT (qd 1)':>22}" for w in whos)
         if "qemu" in r:
@@ -172,6 +217,8 @@ def main():
             if "qemu" in r:
                 line += f"{r['skvm'][k] / r['qemu'][k]:12.2f}"
             print(line)
+    if linux_note:
+        print("\n" + linux_note)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"tscKHz": khz, "imageGiB": a.size, "sequentialMiB": a.mib, "randomReads": a.random,
