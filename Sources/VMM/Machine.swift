@@ -59,6 +59,8 @@ public final class Machine: Sendable {
     private let wakeSources: [WakeSource]
     /// The disks, drained when the machine stops.
     private let blockDevices: [VirtioBlock]
+    /// The network devices, for `--stats`.
+    private let nics: [VirtioNet]
     /// Threads for parallel block requests (started on demand).
     private let ioWorkers: IOWorkerPool
 
@@ -309,6 +311,7 @@ public final class Machine: Sendable {
         }
         self.wakeSources = wakeSources
         self.blockDevices = blockDevices
+        self.nics = virtioDevices.compactMap { $0.device as? VirtioNet }
         self.backends = backends
         self.pio = pio
         var mmio = Bus()
@@ -650,9 +653,21 @@ public final class Machine: Sendable {
 
     /// The `--stats` table.
     public func statisticsTable() -> String {
-        statistics.table(
+        var text = statistics.table(
             pioNames: { pio.entry(containing: $0)?.device.name ?? "(none)" },
             mmioNames: { mmio.entry(containing: $0)?.device.name ?? "(none)" })
+        var devices: [String] = []
+        for (i, b) in blockDevices.enumerated() where b.failedRequests > 0 {
+            devices.append("virtio-blk \(i): \(b.failedRequests) request\(b.failedRequests == 1 ? "" : "s") answered IOERR/UNSUPP or malformed")
+        }
+        for (i, n) in nics.enumerated() {
+            let c = n.statistics
+            var line = "virtio-net \(i) (\(n.backendName), \(n.mac)): sent \(c.txFrames) frames (\(c.txDropped) dropped), received \(c.rxFrames) (\(c.rxDropped) dropped)"
+            if let why = c.lastDrop { line += "; last drop: \(why)" }
+            devices.append(line)
+        }
+        if !devices.isEmpty { text += "\n" + devices.joined(separator: "\n") + "\n" }
+        return text
     }
 }
 
