@@ -48,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "skvm",
             dependencies: [
-                "VMM", "KVM", "CKVM", "Boot", "Bench",
+                "VMM", "KVM", "CKVM", "Boot", "Bench", "CAllocationCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "TestSupport", dependencies: ["Memory", "Devices", "VirtioQueue", "Storage"], path: "Tests/TestSupport"),

@@ -20,6 +20,7 @@ import Memory
 import Network
 import PCI
 import Storage
+import Synchronization
 import Virtio
 import VirtioQueue
 
@@ -61,6 +62,12 @@ public final class Machine: Sendable {
     private let blockDevices: [VirtioBlock]
     /// The network devices, for `--stats`.
     private let nics: [VirtioNet]
+    /// The I/O thread's loop iterations, and its heap allocations while the
+    /// guest ran (when `run` was given a counter), for `--stats`.
+    private let ioThreadWakeups = Atomic<UInt64>(0)
+    private let ioThreadAllocations = Atomic<UInt64>(0)
+    /// Reads the calling thread's allocation count (the skvm executable's malloc interposer).
+    private let allocationCounter: (@Sendable () -> UInt64)?
     /// Threads for parallel block requests (started on demand).
     private let ioWorkers: IOWorkerPool
 
@@ -87,8 +94,12 @@ public final class Machine: Sendable {
     }
 
     /// Builds the VM (steps 1-6). Nothing runs until `run()`.
-    public init(config: MachineConfig, extraPortDevices: [ExtraDevice] = [], extraMMIODevices: [ExtraDevice] = []) throws(VMMError) {
+    /// `allocationCounter`: the calling thread's heap allocations so far, if
+    /// the executable counts them; `--stats` then reports the I/O thread's.
+    public init(config: MachineConfig, extraPortDevices: [ExtraDevice] = [], extraMMIODevices: [ExtraDevice] = [],
+                allocationCounter: (@Sendable () -> UInt64)? = nil) throws(VMMError) {
         self.config = config
+        self.allocationCounter = allocationCounter
         let diagnostics = Diagnostics(quiet: config.quiet, collectStatistics: config.statistics)
         self.diagnostics = diagnostics
 
@@ -575,19 +586,29 @@ public final class Machine: Sendable {
         let notify = notifiers.pollTargets
         var sourceOpen = [Bool](repeating: true, count: wakeSources.count)
         var counter: UInt64 = 0
+        // The poll set, built once: the stop eventfd, the signalfd, the queue
+        // ioeventfds, the wake sources, stdin. Entries not wanted this round
+        // get fd -1 (poll skips them), so the loop allocates nothing per wake-up.
+        var fds = [
+            pollfd(fd: stopController.wakeFD, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0),
+        ] + notify.map { pollfd(fd: $0.eventFD, events: Int16(POLLIN), revents: 0) }
+        let sourceIndex = fds.count
+        fds += wakeSources.map { pollfd(fd: $0.descriptor, events: Int16(POLLIN), revents: 0) }
+        let stdinIndex = fds.count
+        fds.append(pollfd(fd: -1, events: Int16(POLLIN), revents: 0))
+        let allocationsBefore = allocationCounter?() ?? 0
+        defer {
+            if let allocationCounter { ioThreadAllocations.store(allocationCounter() &- allocationsBefore, ordering: .relaxed) }
+        }
         while !stopController.isStopping {
-            var fds = [
-                pollfd(fd: stopController.wakeFD, events: Int16(POLLIN), revents: 0),
-                pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0),
-            ] + notify.map { pollfd(fd: $0.eventFD, events: Int16(POLLIN), revents: 0) }
+            ioThreadWakeups.add(1, ordering: .relaxed)
+            for i in fds.indices { fds[i].revents = 0 }
             // Each tap while its device has guest buffers to fill; each disk's completions.
-            let sourceIndex = fds.count
             for (i, source) in wakeSources.enumerated() {
-                let want = sourceOpen[i] && source.wanted()
-                fds.append(pollfd(fd: want ? source.descriptor : -1, events: Int16(POLLIN), revents: 0))
+                fds[sourceIndex + i].fd = sourceOpen[i] && source.wanted() ? source.descriptor : -1
             }
-            let stdinIndex = fds.count
-            if inputOpen && pending.isEmpty { fds.append(pollfd(fd: STDIN_FILENO, events: Int16(POLLIN), revents: 0)) }
+            fds[stdinIndex].fd = inputOpen && pending.isEmpty ? STDIN_FILENO : -1
             // With bytes pending, poll briefly and retry: the guest drains the FIFO by reading RBR.
             var wait: Int32 = pending.isEmpty ? -1 : 10
             if let deadline {
@@ -621,10 +642,10 @@ public final class Machine: Sendable {
                     sourceOpen[i] = false
                 } else {
                     if source.isEventFD { _ = read(source.descriptor, &counter, 8) }
-                    source.transport.wake(queue: source.queue, why: source.isEventFD ? "requests finished on the I/O pool" : "frames waiting on \(source.name)")
+                    source.transport.wake(queue: source.queue, why: source.wakeReason)
                 }
             }
-            if fds.count > stdinIndex && fds[stdinIndex].revents != 0 {
+            if fds[stdinIndex].revents != 0 {
                 let n = readSome(STDIN_FILENO, into: &buffer)
                 if n > 0 {
                     for b in buffer[0..<n] {
@@ -666,7 +687,10 @@ public final class Machine: Sendable {
             if let why = c.lastDrop { line += "; last drop: \(why)" }
             devices.append(line)
         }
-        if !devices.isEmpty { text += "\n" + devices.joined(separator: "\n") + "\n" }
+        var io = "I/O thread: \(ioThreadWakeups.load(ordering: .relaxed)) wake-ups"
+        if allocationCounter != nil { io += ", \(ioThreadAllocations.load(ordering: .relaxed)) heap allocations while the guest ran" }
+        devices.append(io)
+        text += "\n" + devices.joined(separator: "\n") + "\n"
         return text
     }
 }
@@ -681,6 +705,13 @@ struct WakeSource: @unchecked Sendable {
     let isEventFD: Bool
     /// Whether to poll it now.
     let wanted: () -> Bool
+    /// What its readiness means, for `--trace virtio` (made once: waking allocates nothing).
+    let wakeReason: String
+
+    init(name: String, descriptor: Int32, transport: any QueueNotifiable, queue: Int, isEventFD: Bool, wanted: @escaping () -> Bool) {
+        (self.name, self.descriptor, self.transport, self.queue, self.isEventFD, self.wanted) = (name, descriptor, transport, queue, isEventFD, wanted)
+        wakeReason = isEventFD ? "requests finished on the I/O pool" : "frames waiting on \(name)"
+    }
 }
 
 /// What pc-testdev needs from the machine: interrupt lines and page remapping.

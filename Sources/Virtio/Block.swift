@@ -162,7 +162,9 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     // MARK: Requests
 
     public func queueNotified(_ index: Int) {
-        guard index == 0, var q = queue, !needsReset else { return }
+        // Take the queue out while working on it: a second reference (self.queue
+        // beside q) would make every pop copy the chain storage (an allocation).
+        guard index == 0, !needsReset, var q = queue.take() else { return }
         defer { queue = q }
         var completed = reap(&q)
         // Drain, then ask for the next notification (§2.7.10: with EVENT_IDX
@@ -242,11 +244,13 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     /// then there is no way to answer, and the device needs a reset.
     func process(_ chain: DescriptorChain) -> UInt32? {
         guard let last = chain.writableBuffers.last, last.length >= 1 else { return nil }
-        var header: [UInt8] = []
-        let got = (try? chain.readReadable(from: 0, maxCount: 16, appendingTo: &header)) ?? 0
-        guard got == 16 else { return nil }
-        let type = le32(header, 0)
-        let sector = le64(header, 8)
+        // The header, read into 16 bytes on the stack (no allocation per request).
+        let header = withUnsafeTemporaryAllocation(byteCount: 16, alignment: 8) { raw -> (type: UInt32, sector: UInt64)? in
+            guard (try? chain.readReadable(from: 0, into: raw)) == 16 else { return nil }
+            return (raw.loadUnaligned(fromByteOffset: 0, as: UInt32.self).littleEndian,
+                    raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian)
+        }
+        guard let (type, sector) = header else { return nil }
         let dataIn = chain.writableByteCount - 1          // writable bytes before the status
         let dataOut = chain.readableByteCount - 16        // readable bytes after the header
 
@@ -337,7 +341,10 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     /// Writes the status byte (the chain's last writable byte); returns the used length.
     private func finish(_ chain: DescriptorChain, status: UInt8, dataWritten: Int) -> UInt32 {
         if status != Self.statusOK { failed.add(1, ordering: .relaxed) }
-        _ = try? chain.writeWritable([status], at: chain.writableByteCount - 1)
+        // The status is the last byte of the last writable buffer (checked non-empty in `process`).
+        if let last = chain.writableBuffers.last, last.length > 0 {
+            try? chain.memory.write(status, at: GuestAddress(last.address.rawValue &+ UInt64(last.length - 1)))
+        }
         return UInt32(dataWritten + 1)
     }
 }

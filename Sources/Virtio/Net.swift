@@ -219,7 +219,8 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     // MARK: Transmit (§5.1.6.2)
 
     private func transmit() {
-        guard var q = tx else { return }
+        // Taken out while in use: a second reference would make every pop copy (see VirtioBlock).
+        guard var q = tx.take() else { return }
         defer { tx = q }
         var completed = false
         var sent: UInt64 = 0
@@ -291,7 +292,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     // MARK: Receive (§5.1.6.3, §5.1.6.4)
 
     private func receive() {
-        guard var q = rx else { return }
+        guard var q = rx.take() else { return }
         defer { rx = q }
         var delivered: UInt64 = 0
         var completed = false

@@ -41,12 +41,11 @@ struct NetHeader: Equatable {
             (flags, gsoType, headerLength, gsoSize, checksumStart, checksumOffset)
     }
 
-    /// Parses the first 10 bytes of `bytes` (at least that many).
-    init?(_ bytes: some Collection<UInt8>) {
+    /// Parses the first 10 bytes of `bytes` (at least that many); no allocation.
+    init?(_ bytes: [UInt8]) {
         guard bytes.count >= 10 else { return nil }
-        let b = Array(bytes.prefix(10))
-        func le16(_ i: Int) -> UInt16 { UInt16(b[i]) | UInt16(b[i + 1]) << 8 }
-        self.init(flags: b[0], gsoType: b[1], headerLength: le16(2), gsoSize: le16(4), checksumStart: le16(6), checksumOffset: le16(8))
+        func le16(_ i: Int) -> UInt16 { UInt16(bytes[i]) | UInt16(bytes[i + 1]) << 8 }
+        self.init(flags: bytes[0], gsoType: bytes[1], headerLength: le16(2), gsoSize: le16(4), checksumStart: le16(6), checksumOffset: le16(8))
     }
 
     /// Why a transmitted frame with this header must be dropped under the

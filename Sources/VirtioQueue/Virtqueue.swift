@@ -292,7 +292,7 @@ public struct Virtqueue: Sendable {
     /// virtio-net packet's buffers, §5.1.6.4, must not appear one by one: the
     /// driver reads num_buffers from the first and expects the rest).
     /// Checked like `addUsed(head:length:)`, all before anything is written.
-    public mutating func addUsed(_ elements: some Collection<UsedElement>) throws(VirtqueueError) {
+    public mutating func addUsed(_ elements: [UsedElement]) throws(VirtqueueError) {
         guard !isBroken else { throw .queueBroken }
         guard elements.count <= inFlight else { throw .usedRingOverflow(head: elements.first?.head ?? 0) }
         for e in elements where e.head >= size { throw .usedHeadOutOfRange(head: e.head, size: size) }

@@ -1,6 +1,7 @@
 // Run.swift: `skvm run`, boot a kernel.
 
 import ArgumentParser
+import CAllocationCounter
 import Boot
 import VMM
 
@@ -178,7 +179,7 @@ struct Run: ParsableCommand {
         config.kvmDevicePath = kvmDevicePath(kvmDevice)
 
         let machine: Machine
-        do { machine = try Machine(config: config) } catch {
+        do { machine = try Machine(config: config, allocationCounter: { UInt64(skvm_thread_allocations()) }) } catch {
             printError("skvm: \(error.message)")
             throw ExitWithStatus(status: error.status)
         }

@@ -23,6 +23,15 @@ enum Harness {
         return root.appendingPathComponent(".build/debug/skvm").path
     }
 
+    /// The release build of skvm ($SKVM_RELEASE_BIN, or .build/release/skvm),
+    /// for tests that measure what only optimised code promises (no heap
+    /// allocation per request: a debug build's unspecialised generics allocate).
+    static var releaseSkvm: String {
+        ProcessInfo.processInfo.environment["SKVM_RELEASE_BIN"] ?? root.appendingPathComponent(".build/release/skvm").path
+    }
+    /// Whether tests that need the release build run: it exists, or CI requires every test.
+    static var runReleaseTests: Bool { FileManager.default.isExecutableFile(atPath: releaseSkvm) || kvmRequired }
+
     /// A built guest, by file name (guests/build/NAME).
     static func guest(_ name: String) -> String {
         root.appendingPathComponent("guests/build").appendingPathComponent(name).path
@@ -73,13 +82,14 @@ enum Harness {
     @discardableResult
     static func run(_ arguments: [String], input: Data? = nil, keepInputOpen: Bool = false,
                     environment: [String: String] = [:], timeout: TimeInterval = 120, prefix: [String] = [],
-                    whileRunning: ((Running) -> Void)? = nil) throws -> Result {
+                    executable: String? = nil, whileRunning: ((Running) -> Void)? = nil) throws -> Result {
         let p = Process()
+        let binary = executable ?? skvm
         if let first = prefix.first {
             p.executableURL = URL(fileURLWithPath: first)
-            p.arguments = Array(prefix.dropFirst()) + [skvm] + arguments
+            p.arguments = Array(prefix.dropFirst()) + [binary] + arguments
         } else {
-            p.executableURL = URL(fileURLWithPath: skvm)
+            p.executableURL = URL(fileURLWithPath: binary)
             p.arguments = arguments
         }
         p.currentDirectoryURL = root

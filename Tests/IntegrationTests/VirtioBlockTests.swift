@@ -141,6 +141,19 @@ struct VirtioBlockTests {
         #expect(lines.last == "virtio: virtio-blk 0: status 0: reset")
     }
 
+    @Test("one request at a time, the I/O thread allocates nothing per request (thousands of requests, a handful of allocations; release build)",
+          .enabled(if: Harness.runReleaseTests, "needs the release build (make release); make test builds it"))
+    func noAllocationPerRequest() throws {
+        _ = try requireGuest("virtio-blk-test.elf")
+        let image = try Disk.make("alloc.img")
+        let r = try Harness.run(["run", "--no-input", "--quiet", "--stats", "--kernel", "guests/build/virtio-blk-test.elf",
+                                 "--disk", image, "--append", "test=bench bench-mib=4 bench-random=3000 qd=1"], executable: Harness.releaseSkvm)
+        #expect(r.status == 1, "\(r.stdout)")
+        let io = try #require(r.stderr.split(separator: "\n").first { $0.hasPrefix("I/O thread: ") }, "\(r.stderr)")
+        let allocations = Int(io.split(separator: ",").last?.split(separator: " ").first ?? "") ?? -1
+        #expect(allocations >= 0 && allocations < 100, "\(io)")
+    }
+
     @Test("cache=none (O_DIRECT with bounce buffers for unaligned guest buffers) reads and writes the same bytes")
     func directIO() throws {
         _ = try requireGuest("virtio-blk-test.elf")

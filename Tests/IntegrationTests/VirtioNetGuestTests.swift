@@ -17,8 +17,8 @@ struct VirtioNetGuestTests {
     static let script = Harness.root.appendingPathComponent("guests/tools/net-test.sh").path
 
     /// Runs net-test.sh for `vmm` ("qemu" or "skvm:PATH"); returns its status and the guest's lines.
-    static func run(_ vmm: String, _ arguments: [String]) throws -> (status: Int32, guest: [String], all: String) {
-        let r = try NetNamespace.run("/bin/bash", [script, vmm] + arguments)
+    static func run(_ vmm: String, _ arguments: [String], skvmArguments: String = "") throws -> (status: Int32, guest: [String], all: String) {
+        let r = try NetNamespace.run("/usr/bin/env", ["SKVM_ARGS=\(skvmArguments)", "/bin/bash", script, vmm] + arguments)
         let guest = r.output.split(separator: "\n").map(String.init)
             .filter { $0.hasPrefix("virtio-net-test:") && !$0.contains("TSC cycles") }
         return (r.status, guest, r.output)
@@ -42,5 +42,17 @@ struct VirtioNetGuestTests {
         let qemu = try Self.run("qemu", arguments)
         #expect(qemu.status == 0, "net-test.sh under QEMU:\n\(qemu.all)")
         #expect(skvm.guest == qemu.guest, "skvm and QEMU transcripts differ")
+    }
+
+    @Test("the data path allocates nothing per frame: thousands of frames each way, a handful of I/O-thread allocations (release build)",
+          .enabled(if: Harness.runReleaseTests, "needs the release build (make release); make test builds it"))
+    func noAllocationPerFrame() throws {
+        _ = try requireGuest("virtio-net-test.elf")
+        let skvm = try Self.run("skvm:" + Harness.releaseSkvm, ["frames", "offload=1"], skvmArguments: "--stats")
+        #expect(skvm.status == 0, "\(skvm.all)")
+        let io = try #require(skvm.all.split(separator: "\n").first { $0.contains("I/O thread: ") }, "no --stats line:\n\(skvm.all)")
+        let allocations = Int(io.split(separator: ",").last?.split(separator: " ").first ?? "") ?? -1
+        #expect(allocations >= 0 && allocations < 100, "\(io)")
+        #expect(skvm.all.contains("(0 dropped), received"), "\(skvm.all)")
     }
 }

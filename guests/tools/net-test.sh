@@ -116,8 +116,10 @@ qemu)
         -kernel "$ELF" -append "$ARGS" </dev/null >"$TMP/guest.out" 2>"$TMP/vmm.err" &
     ;;
 skvm:*)
+    # SKVM_ARGS: more skvm options, e.g. SKVM_ARGS="--stats --trace virtio".
+    # shellcheck disable=SC2086
     in_ns timeout "$TIMEOUT" "${VMM#skvm:}" run --kernel "$ELF" --append "$ARGS" --net tap=tap0,mac=52:54:00:12:34:56 \
-        --test-device --timeout 30 </dev/null >"$TMP/guest.out" 2>"$TMP/vmm.err" &
+        --test-device --timeout 30 ${SKVM_ARGS:-} </dev/null >"$TMP/guest.out" 2>"$TMP/vmm.err" &
     ;;
 esac
 VMM_PID=$!
