@@ -687,10 +687,13 @@ public final class Machine: Sendable {
             if let why = c.lastDrop { line += "; last drop: \(why)" }
             devices.append(line)
         }
-        var io = "I/O thread: \(ioThreadWakeups.load(ordering: .relaxed)) wake-ups"
-        if allocationCounter != nil { io += ", \(ioThreadAllocations.load(ordering: .relaxed)) heap allocations while the guest ran" }
-        devices.append(io)
-        text += "\n" + devices.joined(separator: "\n") + "\n"
+        // The I/O thread's work matters when it serves virtio devices.
+        if !blockDevices.isEmpty || !nics.isEmpty {
+            var io = "I/O thread: \(ioThreadWakeups.load(ordering: .relaxed)) wake-ups"
+            if allocationCounter != nil { io += ", \(ioThreadAllocations.load(ordering: .relaxed)) heap allocations while the guest ran" }
+            devices.append(io)
+        }
+        if !devices.isEmpty { text += "\n" + devices.joined(separator: "\n") + "\n" }
         return text
     }
 }
