@@ -1,15 +1,17 @@
 ; =============================================================================
-; virtio-blk-test/entry.asm -- the CPL 0 part of virtio-blk-test: from the
-; Multiboot entry to a C program running in 64-bit user mode (CPL 3)
+; virtio-common/entry.asm -- the CPL 0 part of the C guests (virtio-blk-test,
+; virtio-net-test): from the Multiboot entry to a C program running in
+; 64-bit user mode (CPL 3)
 ; =============================================================================
 ;
 ; What this file does
 ; -------------------
-; virtio-blk-test is a virtio block driver and a test suite, written in C
-; (virtio-blk-test.c explains virtio). This file is everything the C code
-; needs underneath it, and it is deliberately small, because on the host
-; this was written on (KVM is PVM) every CPL 0 instruction is emulated, at
-; about 1.5 million instructions per second, while CPL 3 code runs natively:
+; virtio-blk-test and virtio-net-test are virtio drivers and test suites,
+; written in C (virtio-blk-test.c explains virtio). This file is everything
+; the C code needs underneath it, and it is deliberately small, because on
+; the host this was written on (KVM is PVM) every CPL 0 instruction is
+; emulated, at about 1.5 million instructions per second, while CPL 3 code
+; runs natively:
 ;
 ;  1. Multiboot entry, stack, GDT (common/boot32.inc), then 64-bit long mode
 ;     (common/longmode.inc) with an identity map of the first 4 GiB
@@ -31,23 +33,32 @@
 ;     see cpl3/cpl3.asm).
 ;  4. IRETQ to CPL 3 with interrupts off (IF = 0): the driver polls and
 ;     never takes an interrupt. At CPL 3 it zeroes the C program's .bss
-;     (natively: fast) and calls vbt_main(multiboot info address). The C
+;     (natively: fast) and calls guest_main(multiboot info address). The C
 ;     program ends the VM itself through port 0xF4.
 ;
 ; An exception anywhere lands in `unexpected` (CPL 0), which prints
-;     virtio-blk-test: FAIL (unexpected exception V, error code E, at RIP R)
+;     GUEST: FAIL (unexpected exception V, error code E, at RIP R)
 ; (V, E decimal and hex; R as 16 hex digits) and ends the VM with v = 2
 ; (exit status 5). No interrupt can arrive (IF = 0 at CPL 3, and the CPL 0
 ; part never sets it), so only vectors 0-31 have gates.
 ;
 ; Why 64-bit: the C code is compiled with gcc -m64 and linked into an ELF32
-; file (ld --oformat elf32-i386: see guests/Makefile), because Multiboot
-; loaders (QEMU's and skvm's) load ELF32 only. The 32-bit code of boot32.inc
-; and longmode.inc assembles into this elf64 object unchanged (BITS 32 and
-; 32-bit absolute addresses, everything below 2 GiB).
+; file (ld --oformat elf32-i386 with kernel64.ld: see guests/Makefile),
+; because Multiboot loaders (QEMU's and skvm's) load ELF32 only. The 32-bit
+; code of boot32.inc and longmode.inc assembles into this elf64 object
+; unchanged (BITS 32 and 32-bit absolute addresses, everything below 2 GiB).
+;
+; One file, one object per guest: guests/Makefile assembles it once for
+; each C guest with -DGUEST_NAME='"virtio-blk-test"' (or "virtio-net-test"),
+; the GUEST of the messages above and of boot32.inc's and longmode.inc's.
+; Every C guest's entry point is called guest_main. Both guests need the
+; same ports (COM1, PCI configuration, debug-exit) and the same uncached
+; 3-4 GiB, so nothing else differs.
 ; =============================================================================
 
-%define GUEST_NAME "virtio-blk-test"
+%ifndef GUEST_NAME
+  %error "define GUEST_NAME on nasm's command line (-D: see guests/Makefile)"
+%endif
 %define PT_USER                 ; every page-table level US = 1 (CPL 3 access)
 %define PT_GIB 4                ; identity map 0-4 GiB: RAM and the MMIO hole
 %include "boot32.inc"
@@ -71,8 +82,8 @@ PTE_PCD             equ 1 << 4
 ; Vol. 3A, "Exception and Interrupt Reference").
 %define HAS_ERROR_CODE(v) ((v) == 8 || ((v) >= 10 && (v) <= 14) || (v) == 17 || (v) == 21 || (v) == 29 || (v) == 30)
 
-    extern vbt_main                     ; virtio-blk-test.c
-    extern __c_bss_start, __c_bss_end   ; virtio-blk-test/kernel64.ld
+    extern guest_main                   ; the guest's C program
+    extern __c_bss_start, __c_bss_end   ; virtio-common/kernel64.ld
 
 ; ---- descriptor tables --------------------------------------------------------
     section .data
@@ -227,8 +238,8 @@ user_entry:
     xor eax, eax
     rep stosb
     mov edi, [rel mb_info]              ; argument 1: Multiboot info address
-    call vbt_main                       ; RSP is 16-byte aligned here
-    ud2                                 ; vbt_main never returns
+    call guest_main                     ; RSP is 16-byte aligned here
+    ud2                                 ; guest_main never returns
 
 ; ---- exceptions (entered at CPL 0) ---------------------------------------------
 %assign v 0
