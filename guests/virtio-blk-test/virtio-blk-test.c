@@ -204,19 +204,12 @@ static struct {
     "bench-mib=N bench-random=N qd=1..32 verbose=0|1"
 
 /* One KEY=VALUE argument (guest.c's parse_cmdline splits the command line
- * and handles verbose=0|1 itself). */
+ * and handles test=MODE and verbose=0|1 itself). */
 static bool option(const char *w, size_t k, const char *v, size_t vn)
 {
     uint64_t num = 0;
     bool ok;
-    if (word_is(w, k, "test")) {
-        ok = false;
-        for (unsigned m = 0; m < sizeof mode_names / sizeof mode_names[0]; m++)
-            if (word_is(v, vn, mode_names[m])) {
-                opt.mode = (enum mode)m;
-                ok = true;
-            }
-    } else if (word_is(w, k, "disk")) {
+    if (word_is(w, k, "disk")) {
         ok = parse_u64(v, vn, &num) && num < 32 * 8;
         opt.disk = (unsigned)num;
     } else if (word_is(w, k, "expect-capacity")) {
@@ -1285,7 +1278,8 @@ static void find_mmio_device(void)
 void guest_main(uint32_t mbi_addr);
 void guest_main(uint32_t mbi_addr)
 {
-    parse_cmdline(guest_cmdline(mbi_addr), option, USAGE);
+    opt.mode = (enum mode)parse_cmdline(guest_cmdline(mbi_addr), mode_names,
+                                        sizeof mode_names / sizeof mode_names[0], option, USAGE);
     if (checks_failed)
         finish();
     print(NAME ": test=%s disk=%u\n", mode_names[opt.mode], opt.disk);

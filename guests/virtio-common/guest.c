@@ -264,8 +264,20 @@ bool parse_bool(const char *v, size_t vn, bool *out)
     return true;
 }
 
-void parse_cmdline(const char *c, option_fn *option, const char *usage)
+bool parse_choice(const char *v, size_t vn, const char *const *names, unsigned n, unsigned *out)
 {
+    for (unsigned i = 0; i < n; i++)
+        if (word_is(v, vn, names[i])) {
+            *out = i;
+            return true;
+        }
+    return false;
+}
+
+unsigned parse_cmdline(const char *c, const char *const *modes, unsigned nmodes, option_fn *option,
+                       const char *usage)
+{
+    unsigned mode = 0;
     while (*c && (uint8_t)*c > ' ')     /* skip the kernel path */
         c++;
     for (;;) {
@@ -284,6 +296,8 @@ void parse_cmdline(const char *c, option_fn *option, const char *usage)
         bool ok;
         if (k == n)                     /* no '=' */
             ok = false;
+        else if (word_is(w, k, "test"))
+            ok = parse_choice(v, vn, modes, nmodes, &mode);
         else if (word_is(w, k, "verbose"))
             ok = parse_bool(v, vn, &verbose);
         else
@@ -297,6 +311,7 @@ void parse_cmdline(const char *c, option_fn *option, const char *usage)
             result(false, "argument \"%s\"", word);
         }
     }
+    return mode;
 }
 
 const char *guest_cmdline(uint32_t mbi_addr)

@@ -121,6 +121,8 @@ bool parse_u64(const char *s, size_t n, uint64_t *out);
 bool parse_hex(const char *s, size_t n, uint64_t *out);
 /* "0" or "1". */
 bool parse_bool(const char *v, size_t vn, bool *out);
+/* One of names[0..n): *out = its index. */
+bool parse_choice(const char *v, size_t vn, const char *const *names, unsigned n, unsigned *out);
 
 /* The Multiboot command line (mbi_addr: the info structure), after
  * printing its arguments (the words after the kernel's path) as
@@ -132,9 +134,11 @@ const char *guest_cmdline(uint32_t mbi_addr);
 typedef bool option_fn(const char *k, size_t kn, const char *v, size_t vn);
 
 /* Arguments are the words after the first (the kernel's path), separated
- * by bytes 1..0x20, each KEY=VALUE. verbose=0|1 is handled here, every
- * other key by `option`. A bad word is a failed check whose reason is
- * "expected " and `usage`. */
-void parse_cmdline(const char *c, option_fn *option, const char *usage);
+ * by bytes 1..0x20, each KEY=VALUE. test=MODE (MODE one of modes[0..n))
+ * and verbose=0|1 are handled here, every other key by `option`. A bad
+ * word is a failed check whose reason is "expected " and `usage`.
+ * Returns the index of the last test=MODE, 0 without one. */
+unsigned parse_cmdline(const char *c, const char *const *modes, unsigned nmodes, option_fn *option,
+                       const char *usage);
 
 #endif

@@ -229,19 +229,12 @@ static struct {
     "qsize=64..256 tsc_khz=N count=N pings=N wait=N gso_step=1..64032 assign-bars=0|1 verbose=0|1"
 
 /* One KEY=VALUE argument (guest.c's parse_cmdline splits the command line
- * and handles verbose=0|1 itself). */
+ * and handles test=MODE and verbose=0|1 itself). */
 static bool option(const char *w, size_t k, const char *v, size_t vn)
 {
     uint64_t num = 0;
     bool ok;
-    if (word_is(w, k, "test")) {
-        ok = false;
-        for (unsigned m = 0; m < sizeof mode_names / sizeof mode_names[0]; m++)
-            if (word_is(v, vn, mode_names[m])) {
-                opt.mode = (enum mode)m;
-                ok = true;
-            }
-    } else if (word_is(w, k, "nic")) {
+    if (word_is(w, k, "nic")) {
         ok = parse_u64(v, vn, &num) && num < 32 * 8;
         opt.nic = (unsigned)num;
     } else if (word_is(w, k, "mrg")) {
@@ -1519,7 +1512,8 @@ static void test_bench(void)
 void guest_main(uint32_t mbi_addr);
 void guest_main(uint32_t mbi_addr)
 {
-    parse_cmdline(guest_cmdline(mbi_addr), option, USAGE);
+    opt.mode = (enum mode)parse_cmdline(guest_cmdline(mbi_addr), mode_names,
+                                        sizeof mode_names / sizeof mode_names[0], option, USAGE);
     options_done();
     if (checks_failed)
         finish();
