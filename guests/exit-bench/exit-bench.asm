@@ -197,9 +197,6 @@ SPURIOUS_VECTOR     equ 0xFF
 PIC1_DATA           equ 0x21            ; 8259 interrupt mask registers
 PIC2_DATA           equ 0xA1
 
-; ---- paging: the MMIO hole uncached -------------------------------------------
-PTE_PWT             equ 1 << 3
-PTE_PCD             equ 1 << 4
 
 ; ---- command-line defaults ------------------------------------------------------
 DEFAULT_CPL         equ 3
@@ -300,7 +297,7 @@ kmain32:
 
 kmain64:
     call load_tables                    ; GDT, TSS, IDT: faults are reported from now on
-    call uncache_mmio_hole
+    call uncache_top_gib                ; the MMIO hole uncached (longmode.inc)
     call parse_command_line             ; fills bench_*; exits with v = 1 on errors
 
     ; ---- the start line ----
@@ -347,27 +344,6 @@ load_tables:
     call load_user_tables
     BUILD_IDT idt, isr_table, 256, KCODE_SEL
     lidt [rel idt_descriptor]
-    ret
-
-; uncache_mmio_hole: longmode.inc mapped all 4 GiB as ordinary write-back
-; memory. Device registers must not be cached (a cached read could return a
-; stale value, a write could linger in the cache), so set PCD and PWT in
-; the 512 entries of the fourth page directory (3 GiB - 4 GiB, where the
-; MMIO hole, our bench pages and the APIC live). With the power-on PAT,
-; PAT index PCD*2 + PWT = 3 selects UC, uncacheable (SDM Vol. 3A, "PAT
-; Indexing"). A VMM traps these accesses whatever their memory type; the
-; point is to build the page tables a real kernel would. Changing live page
-; table entries requires flushing the TLB, which writing CR3 does.
-uncache_mmio_hole:
-    lea rdi, [rel pd + 3 * 4096]        ; PD for 3 GiB .. 4 GiB
-    mov ecx, 512
-.entry:
-    or dword [rdi], PTE_PCD | PTE_PWT
-    add rdi, 8
-    dec ecx
-    jnz .entry
-    mov rax, cr3
-    mov cr3, rax                        ; flush the TLB
     ret
 
 ; =============================================================================

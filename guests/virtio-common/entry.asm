@@ -82,8 +82,6 @@
 USER_RFLAGS         equ 0x0002          ; IOPL = 0, IF = 0, DF = 0, bit 1
 USER_STACK_SIZE     equ 65536
 
-PTE_PWT             equ 1 << 3
-PTE_PCD             equ 1 << 4
 
     extern guest_main                   ; the guest's C program
     extern __c_bss_start, __c_bss_end   ; virtio-common/kernel64.ld
@@ -116,16 +114,9 @@ kmain32:
 
     bits 64
 kmain64:
-    ; 3-4 GiB (the fourth page directory): PCD | PWT = uncacheable.
-    lea rdi, [rel pd + 3 * 4096]
-    mov ecx, 512
-.uncache:
-    or dword [rdi], PTE_PCD | PTE_PWT
-    add rdi, 8
-    dec ecx
-    jnz .uncache
-    mov rax, cr3
-    mov cr3, rax                        ; flush the TLB
+    ; 3-4 GiB (the fourth page directory): PCD | PWT = uncacheable
+    ; (longmode.inc).
+    call uncache_top_gib
 
     ; The GDT with user segments, the TSS (RSP0, the I/O bitmap), TR
     ; (usermode.inc), then 32 exception gates (idt64.inc).
