@@ -310,7 +310,7 @@ bool virtio_pci_map(uint32_t devcfg_need)
 
 /* The command register's Memory Space (bit 1) and Bus Master (bit 2)
  * bits: a PCI device may only reach guest memory (the virtqueues, the
- * buffers) with bus mastering on. (QEMU 7.2's virtio devices happen to
+ * buffers) with bus mastering on. (QEMU 7.2's virtio-blk-pci happens to
  * work without it; a VMM may do the same, but the driver asks properly.) */
 void virtio_pci_enable(bool mapped)
 {
