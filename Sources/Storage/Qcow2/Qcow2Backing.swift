@@ -110,7 +110,7 @@ final class RawBackingFile: Sendable {
         let file = try Qcow2File(path: path, readOnly: true)
         size = file.length
         // Keep the descriptor (and its shared lock) beyond the wrapper.
-        descriptor = dup(file.descriptor)
+        descriptor = fcntl(file.descriptor, F_DUPFD_CLOEXEC, 0)
         file.close()
         guard descriptor >= 0 else { throw .openFailed(path: path, errno: errno) }
     }
