@@ -40,7 +40,10 @@ final class Qcow2Engine {
 
     func invalid(_ reason: String) -> BlockError { .invalidImage(path: file.path, reason: reason) }
 
-    init(file: Qcow2File, chain: [String]) throws(BlockError) {
+    /// Opens the image in `file`; `chain` holds the canonical paths of the
+    /// images above it. `openBacking: false` (for `check` and `info`) skips
+    /// the backing file.
+    init(file: Qcow2File, chain: [String], openBacking: Bool = true) throws(BlockError) {
         self.file = file
         let path = file.path
         func invalid(_ reason: String) -> BlockError { .invalidImage(path: path, reason: reason) }
@@ -123,7 +126,7 @@ final class Qcow2Engine {
         }
         self.header = header
 
-        if let name = header.backingFile {
+        if let name = header.backingFile, openBacking {
             backing = try Qcow2Backing.open(name: name, format: header.backingFormat, imagePath: file.path,
                                             chain: chain.isEmpty ? [Qcow2Backing.canonical(file.path)] : chain)
         } else {
