@@ -16,6 +16,12 @@ public struct Qcow2FeatureName: Equatable, Sendable {
     public var bit: UInt8
     /// The name, at most 46 bytes.
     public var name: String
+
+    public init(type: UInt8, bit: UInt8, name: String) {
+        self.type = type
+        self.bit = bit
+        self.name = name
+    }
 }
 
 /// A header extension skvm does not interpret, kept so that a rewritten
@@ -23,6 +29,11 @@ public struct Qcow2FeatureName: Equatable, Sendable {
 public struct Qcow2HeaderExtension: Equatable, Sendable {
     public var type: UInt32
     public var data: [UInt8]
+
+    public init(type: UInt32, data: [UInt8]) {
+        self.type = type
+        self.data = data
+    }
 }
 
 /// The decoded qcow2 header. Field names follow qcow2.txt.
@@ -299,6 +310,9 @@ public struct Qcow2Header: Equatable, Sendable {
         }
         return out + tail
     }
+
+    /// How many entries `serialized` writes in its feature name table.
+    public static var defaultFeatureNamesCount: Int { defaultFeatureNames.count }
 
     /// The feature name table QEMU writes, for the bits skvm knows.
     static let defaultFeatureNames: [Qcow2FeatureName] = [
