@@ -185,9 +185,9 @@ final class Qcow2Engine {
     /// Writes a cached L2 table to its place in the file and marks it clean.
     func writeL2(_ slot: Int) throws(BlockError) {
         guard let offset = l2Cache[slot].offset else { return }
-        var raw = [UInt8](repeating: 0, count: Int(geometry.clusterSize))
-        for (i, e) in l2Cache[slot].table.enumerated() { raw.putBE64(e, at: i * 8) }
-        try file.write(at: offset, bytes: raw)
+        // Big-endian into the partial-write buffer (free between requests).
+        for (i, e) in l2Cache[slot].table.enumerated() { clusterBuffer.putBE64(e, at: i * 8) }
+        try file.write(at: offset, bytes: clusterBuffer)
         l2Cache[slot].dirty = false
     }
 

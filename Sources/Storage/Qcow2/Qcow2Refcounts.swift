@@ -126,9 +126,10 @@ final class Qcow2Refcounts {
             throw invalid("no refcount block covers cluster \(cluster)")
         }
         let changed = setEntry(&blocks[slot].table, cluster % blockEntries, value)
-        let bytes = Array(blocks[slot].table[changed])
         do throws(BlockError) {
-            try file.write(at: offset + UInt64(changed.lowerBound), bytes: bytes)
+            try blocks[slot].table.withBytes { (b) throws(BlockError) in
+                try file.write(at: offset + UInt64(changed.lowerBound), from: UnsafeRawBufferPointer(rebasing: b[changed]))
+            }
         } catch {
             // Memory and disk may now differ: forget the cached block.
             blocks.drop(slot)

@@ -89,9 +89,23 @@ extension Qcow2Engine {
             let pos = offset + UInt64(done)
             let cluster = pos / cs
             let inCluster = pos & (cs - 1)
-            let count = Int(min(cs - inCluster, UInt64(buffer.count - done)))
-            let piece = UnsafeRawBufferPointer(rebasing: buffer[done..<(done + count)])
-            try writeCluster(cluster, inCluster: Int(inCluster), piece)
+            var count = Int(min(cs - inCluster, UInt64(buffer.count - done)))
+            if case .standard(let host, copied: true) = try mapping(ofCluster: cluster) {
+                // In place, coalesced with the following clusters while they
+                // are writable in place and contiguous on the host.
+                try checkData(host, cluster: cluster)
+                var next = cluster + 1
+                var hostEnd = host + cs
+                while done + count < buffer.count, case .standard(let h, copied: true) = try mapping(ofCluster: next), h == hostEnd {
+                    try checkData(h, cluster: next)
+                    count += Int(min(cs, UInt64(buffer.count - done - count)))
+                    next += 1
+                    hostEnd += cs
+                }
+                try file.write(at: host + inCluster, from: UnsafeRawBufferPointer(rebasing: buffer[done..<(done + count)]))
+            } else {
+                try writeCluster(cluster, inCluster: Int(inCluster), UnsafeRawBufferPointer(rebasing: buffer[done..<(done + count)]))
+            }
             done += count
         }
     }
