@@ -38,3 +38,37 @@ struct Qcow2DiskTests {
         #expect(try Disk.check(raw, mode: mode) == 0, "the overlay does not hold what test=\(mode) should leave")
     }
 }
+
+/// `skvm img` as a user runs it: arguments, stdout, stderr, exit status.
+@Suite("skvm img command line")
+struct ImgCommandTests {
+    @Test("create, io in order, info --json, check, and errors on one line with status 1")
+    func commandLine() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-img-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let image = folder + "/a.qcow2", data = folder + "/data.bin"
+        let created = try Harness.run(["img", "create", "--cluster-size", "4K", image, "1M"])
+        #expect(created.status == 0)
+        #expect(created.stdout == "Formatting '\(image)', fmt=qcow2 size=1048576\n")
+        try Data("hello, qcow2".utf8).write(to: URL(fileURLWithPath: data))
+        let io = try Harness.run(["img", "io", image, "--read", "4090", "4", "--write", "4090", "--from", data,
+                                  "--flush", "--read", "4090", "12", "--zero", "4090", "5", "--read", "4090", "12"])
+        #expect(io.status == 0, "\(io.stderr)")
+        #expect(io.stdout == "\0\0\0\0" + "hello, qcow2" + "\0\0\0\0\0, qcow2")
+        let info = try Harness.run(["img", "info", "--json", image])
+        #expect(info.stdout.hasPrefix("{\"filename\": \"\(image)\", \"format\": \"qcow2\", \"virtual-size\": 1048576,"))
+        #expect(info.stdout.contains("\"cluster-size\": 4096"))
+        let check = try Harness.run(["img", "check", image])
+        #expect(check.status == 0)
+        #expect(check.stdout.hasPrefix("No errors were found on the image.\n"))
+        let missing = try Harness.run(["img", "info", folder + "/missing.qcow2"])
+        #expect(missing.status == 1)
+        #expect(missing.stderr == "skvm: img info: cannot open disk image '\(folder)/missing.qcow2': No such file or directory\n")
+        let outside = try Harness.run(["img", "io", image, "--read", "1M", "1"])
+        #expect(outside.status == 1)
+        #expect(outside.stderr == "skvm: img io: read of 1 bytes at offset 1048576 ends past the end of the 1048576-byte image\n")
+        let bad = try Harness.run(["img", "io", image, "--frobnicate"])
+        #expect(bad.status == 2)
+    }
+}
