@@ -43,6 +43,13 @@ extension Qcow2Refcounts {
         }
     }
 
+    /// True when the next `allocateCluster` returns cluster `nextFree`
+    /// itself: its refcount block exists, so none is created on the way.
+    var nextAllocationIsContiguous: Bool {
+        let bi = nextFree / blockEntries
+        return bi < UInt64(table.count) && table[Int(bi)] & Qcow2Entry.offsetMask != 0
+    }
+
     /// Writes a new refcount block for table entry `index` at cluster `n`
     /// (which it covers, refcount 1), makes it durable, then points the
     /// table entry at it.

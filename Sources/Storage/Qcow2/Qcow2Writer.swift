@@ -103,11 +103,37 @@ extension Qcow2Engine {
                     hostEnd += cs
                 }
                 try file.write(at: host + inCluster, from: UnsafeRawBufferPointer(rebasing: buffer[done..<(done + count)]))
+            } else if inCluster == 0 && count == Int(cs) {
+                count = try writeNewClusters(from: cluster, UnsafeRawBufferPointer(rebasing: buffer[done...]))
             } else {
                 try writeCluster(cluster, inCluster: Int(inCluster), UnsafeRawBufferPointer(rebasing: buffer[done..<(done + count)]))
             }
             done += count
         }
+    }
+
+    /// Writes whole clusters from guest cluster `first` on into newly
+    /// allocated, host-contiguous clusters with one pwrite, for as long as
+    /// `data` covers them whole, they need a new cluster, they share one L2
+    /// table and the allocator continues the run (at most 256 clusters).
+    /// Returns the bytes written. The L2 entries are set after the data.
+    private func writeNewClusters(from first: UInt64, _ data: UnsafeRawBufferPointer) throws(BlockError) -> Int {
+        let cs = geometry.clusterSize
+        let refcounts = try allocator(.write)
+        _ = try writableL2(Int(first >> geometry.l2Bits), op: .write)
+        let start = try refcounts.allocateCluster()
+        let limit = min(UInt64(data.count) / cs, geometry.l2Entries - (first & (geometry.l2Entries - 1)), 256)
+        var n: UInt64 = 1
+        while n < limit, refcounts.nextAllocationIsContiguous, refcounts.nextFree * cs == start + n * cs {
+            if case .standard(_, copied: true) = try mapping(ofCluster: first + n) { break }
+            guard try refcounts.allocateCluster() == start + n * cs else {
+                throw invalid("the allocator broke a run of clusters at \(start + n * cs)")
+            }
+            n += 1
+        }
+        try file.write(at: start, from: UnsafeRawBufferPointer(rebasing: data[0..<Int(n * cs)]))
+        for i in 0..<n { try setL2Entry(first + i, (start + i * cs) | Qcow2Entry.copied, op: .write) }
+        return Int(n * cs)
     }
 
     /// Writes `piece` at byte `inCluster` of guest cluster `cluster`.
