@@ -121,12 +121,16 @@ public enum Qcow2Checker {
             guard UInt64(l1Size) * 8 <= Qcow2Engine.maxL1Bytes, l1Offset + UInt64(l1Size) * 8 <= file.length,
                   let l1 = try? file.readArray(at: l1Offset, count: Int(l1Size) * 8) else { return }
             var lastHost: UInt64 = 0
+            // An L2 table twice in one L1 table is a corruption the refcount
+            // comparison reports; scanning it once bounds the work by the file size.
+            var seen: Set<UInt64> = []
             for i in 0..<Int(l1Size) {
                 let entry = l1.be64(i * 8)
                 let l2 = entry & Qcow2Entry.offsetMask
                 guard l2 != 0 else { continue }
                 if l2 & (cs - 1) != 0 { corrupt("L2 table offset \(l2) in L1 entry \(i) is not cluster-aligned"); continue }
                 reference(l2, cs, "L2 table")
+                guard seen.insert(l2).inserted else { continue }
                 if active { copiedChecks.append((l2, entry & Qcow2Entry.copied != 0, "L2 table at \(l2)")) }
                 guard l2 + cs <= file.length,
                       (try? l2Buffer.withMutableBytes { (b) throws(BlockError) in try file.read(at: l2, into: b) }) != nil
@@ -172,13 +176,9 @@ public enum Qcow2Checker {
             }
         }
 
-        // Compare with the stored refcounts, over the file and whatever the refcount blocks cover past it.
-        var coveredEnd = fileClusters
-        if let last = refcounts.table.lastIndex(where: { $0 & Qcow2Entry.offsetMask != 0 }) {
-            coveredEnd = max(coveredEnd, UInt64(last + 1) * refcounts.blockEntries)
-        }
+        // Compare with the stored refcounts over the file's clusters...
         var c: UInt64 = 0
-        while c < coveredEnd {
+        while c < fileClusters {
             let bi = c / refcounts.blockEntries
             let stored: UInt64
             do throws(BlockError) {
@@ -197,6 +197,23 @@ public enum Qcow2Checker {
                 if report.messages.count < 1000 { report.messages.append("Leaked cluster \(c) refcount=\(stored) reference=\(expected)") }
             }
             c += 1
+        }
+        // ...and past its end, where every non-zero refcount is a leak. Each
+        // distinct block is scanned once: the work is bounded by the file size.
+        var scanned: Set<UInt64> = []
+        let e = refcounts.blockEntries
+        for (bi, entry) in refcounts.table.enumerated() where (UInt64(bi) + 1) * e > fileClusters {
+            let offset = entry & Qcow2Entry.offsetMask
+            guard offset != 0, scanned.insert(offset).inserted else { continue }
+            guard let slot = try? refcounts.block(UInt64(bi)) else { continue }  // reported above when inside the file
+            let bytes = refcounts.blocks[slot].table
+            for i in max(UInt64(bi) * e, fileClusters) - UInt64(bi) * e..<e where refcounts.entry(bytes, i) != 0 {
+                report.leaks += 1
+                report.imageEndOffset = max(report.imageEndOffset, (UInt64(bi) * e + i + 1) * cs)
+                if report.messages.count < 1000 {
+                    report.messages.append("Leaked cluster \(UInt64(bi) * e + i) refcount=\(refcounts.entry(bytes, i)) reference=0")
+                }
+            }
         }
         for (host, copied, what) in copiedChecks {
             let r = (try? refcounts.refcount(host / cs)) ?? 0

@@ -155,8 +155,12 @@ final class Qcow2Refcounts {
     func endOfReferencedClusters() throws(BlockError) -> UInt64 {
         guard let last = table.lastIndex(where: { $0 & Qcow2Entry.offsetMask != 0 }) else { return 0 }
         var bi = UInt64(last)
+        // Each distinct block is scanned once, so a hostile table pointing
+        // every entry at one empty block costs one scan, not millions.
+        var scanned: Set<UInt64> = []
         while true {
-            if let slot = try block(bi) {
+            let offset = table[Int(bi)] & Qcow2Entry.offsetMask
+            if offset != 0, scanned.insert(offset).inserted, let slot = try block(bi) {
                 let bytes = blocks[slot].table
                 var i = blockEntries
                 while i > 0 {
