@@ -243,4 +243,25 @@ struct Qcow2WriteInteropTests {
         try QemuTools.qemuImg("convert", "-O", "raw", image, raw)
         try expectSameContents(qcow2: image, raw: raw)
     }
+
+    @Test("discard gives the space back to the host: freed clusters become holes")
+    func discardPunchesHoles() throws {
+        let dir = try TempFolder()
+        let image = dir.file("d.qcow2")
+        try ImageTool.create(path: image, format: .qcow2, size: 16 << 20)
+        let q = try Qcow2Image(path: image)
+        try backendWrite(q, pattern(at: 0, count: 8 << 20), at: 0)
+        try q.flush()
+        var st = stat()
+        try #require(stat(image, &st) == 0)
+        let before = Int(st.st_blocks) * 512
+        try q.discard(at: 0, length: 8 << 20)
+        try q.flush()
+        try #require(stat(image, &st) == 0)
+        let after = Int(st.st_blocks) * 512
+        #expect(before - after >= 7 << 20, "\(before) bytes allocated before the discard, \(after) after")
+        #expect(try backendBytes(q, at: 4096, count: 4096) == [UInt8](repeating: 0, count: 4096))
+        q.close()
+        #expect(try QemuTools.check(image).status == 0)
+    }
 }

@@ -8,6 +8,11 @@
 // docs/qcow2.md needs. Entries are 1 << refcount_order bits wide, 1 to 64;
 // sub-byte entries start at the least significant bit.
 
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+
 /// Refcount lookups and updates for one image. Not thread-safe.
 final class Qcow2Refcounts {
     let file: Qcow2File
@@ -138,7 +143,9 @@ final class Qcow2Refcounts {
     }
 
     /// Drops the refcount of every cluster in [start, end) by one (a
-    /// reference to them went away).
+    /// reference to them went away). A cluster that becomes free gets a
+    /// hole punched in the file, so a discard gives the space back to the
+    /// host (the cluster is never allocated again; see Qcow2Allocator.swift).
     func release(_ start: UInt64, _ end: UInt64) throws(BlockError) {
         let cs = geometry.clusterSize
         var c = start / cs
@@ -146,6 +153,10 @@ final class Qcow2Refcounts {
             let r = try refcount(c)
             guard r > 0 else { throw invalid("refcount of cluster \(c) would drop below 0") }
             try setRefcount(c, r - 1)
+            if r == 1, c * cs + cs <= file.length {
+                // A hint: a filesystem without hole punching keeps the bytes.
+                _ = fallocateRetrying(file.descriptor, mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset: c * cs, length: cs)
+            }
             c += 1
         }
     }
