@@ -35,8 +35,16 @@ final class Qcow2File {
         let type = st.st_mode & S_IFMT
         if type == S_IFDIR { throw .isDirectory(path: path) }
         guard type == S_IFREG else { throw .unsupportedFileType(path: path, kind: "not a regular file (qcow2 images must be files)") }
-        var r: Int32
-        repeat { r = flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) } while r < 0 && errno == EINTR
+        // A conflicting lock held for an instant is not a conflict: a process
+        // that forks holds a copy of every descriptor (ours included, when
+        // this process forked) until its exec closes them. Five tries 2 ms
+        // apart outlast that window; a real user of the image holds on.
+        var r: Int32 = 0
+        for attempt in 0..<5 {
+            repeat { r = flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) } while r < 0 && errno == EINTR
+            guard r < 0, errno == EWOULDBLOCK, attempt < 4 else { break }
+            usleep(2000)
+        }
         if r < 0 {
             let e = errno
             throw e == EWOULDBLOCK ? .locked(path: path, readOnly: readOnly) : .openFailed(path: path, errno: e)
