@@ -27,7 +27,9 @@ public struct Qcow2FeatureName: Equatable, Sendable {
 /// A header extension skvm does not interpret, kept so that a rewritten
 /// header preserves it (qcow2.txt: unknown extensions "can be safely ignored").
 public struct Qcow2HeaderExtension: Equatable, Sendable {
+    /// The extension's type (bytes 0-3).
     public var type: UInt32
+    /// Its data, without the padding.
     public var data: [UInt8]
 
     public init(type: UInt32, data: [UInt8]) {
@@ -42,10 +44,15 @@ public struct Qcow2Header: Equatable, Sendable {
     public static let magic: UInt32 = 0x5146_49FB
 
     // Incompatible feature bits (qcow2.txt, bytes 72-79).
+    /// Refcounts may be stale (lazy refcounts were in use when the writer stopped).
     public static let dirtyBit: UInt64 = 1 << 0
+    /// Some structure is known to be corrupt; no writes until repaired.
     public static let corruptBit: UInt64 = 1 << 1
+    /// Guest data lives in an external file (not supported).
     public static let externalDataFileBit: UInt64 = 1 << 2
+    /// compression_type is not zlib.
     public static let compressionTypeBit: UInt64 = 1 << 3
+    /// L2 entries are 128 bits with subcluster bitmaps (not supported).
     public static let extendedL2Bit: UInt64 = 1 << 4
     /// Compatible bit 0: lazy refcounts may be used.
     public static let lazyRefcountsBit: UInt64 = 1 << 0
@@ -55,21 +62,35 @@ public struct Qcow2Header: Equatable, Sendable {
     static let backingFormatExtension: UInt32 = 0xE279_2ACA
     static let featureNameExtension: UInt32 = 0x6803_F857
 
+    /// 2 or 3 (bytes 4-7).
     public var version: UInt32 = 3
+    /// Where the backing file name is, 0 without one (bytes 8-15); set by `serialized`.
     public var backingFileOffset: UInt64 = 0
+    /// The backing file name's length, at most 1023 (bytes 16-19); set by `serialized`.
     public var backingFileSize: UInt32 = 0
+    /// log2 of the cluster size, 9 to 21 (bytes 20-23).
     public var clusterBits: UInt32 = 16
-    /// The virtual disk size in bytes.
+    /// The virtual disk size in bytes (bytes 24-31).
     public var size: UInt64 = 0
+    /// 0 none, 1 AES, 2 LUKS (bytes 32-35); skvm opens only 0.
     public var cryptMethod: UInt32 = 0
+    /// Entries in the active L1 table (bytes 36-39).
     public var l1Size: UInt32 = 0
+    /// The active L1 table's offset, cluster-aligned (bytes 40-47).
     public var l1TableOffset: UInt64 = 0
+    /// The refcount table's offset, cluster-aligned (bytes 48-55).
     public var refcountTableOffset: UInt64 = 0
+    /// The refcount table's length in clusters (bytes 56-59).
     public var refcountTableClusters: UInt32 = 0
+    /// Internal snapshots in the snapshot table (bytes 60-63).
     public var snapshotCount: UInt32 = 0
+    /// The snapshot table's offset (bytes 64-71).
     public var snapshotsOffset: UInt64 = 0
+    /// Bits an implementation must understand to open the image (v3, bytes 72-79).
     public var incompatibleFeatures: UInt64 = 0
+    /// Bits that may be ignored (v3, bytes 80-87): bit 0 lazy refcounts.
     public var compatibleFeatures: UInt64 = 0
+    /// Bits a writer that does not maintain them must clear (v3, bytes 88-95).
     public var autoclearFeatures: UInt64 = 0
     /// refcount_bits = 1 << refcountOrder; always 4 in version 2.
     public var refcountOrder: UInt32 = 4
