@@ -35,8 +35,11 @@ linux:
 
 # All tests: unit tests need nothing; integration tests run the built skvm on the
 # guests (and skip without /dev/kvm, or fail when SKVM_REQUIRE_KVM=1).
+# The release build too: a few tests check what only optimised code promises
+# (no heap allocation per disk request or network frame).
 test: setup guests linux
 	$(SWIFT) build --build-tests
+	$(SWIFT) build -c release --product skvm
 	$(SWIFT) test --skip-build
 
 # The full-boot tier: Linux to its initramfs and a command. Skips, saying why, on
@@ -53,12 +56,17 @@ integration: guests
 	$(SWIFT) test --skip-build --filter IntegrationTests
 
 # Benchmarks (release build): results in bench-results/, each beside its reference
-# measured in the same run (the C floor loop; QEMU microvm on the same guest).
+# measured in the same run (the C floor loop; QEMU microvm on the same guest;
+# QEMU's virtio-blk-pci and the host's own O_DIRECT on the same image;
+# QEMU's virtio-net-pci through the same kind of tap).
 bench: setup guests linux release
 	@mkdir -p bench-results
 	$(SKVM_RELEASE) bench exits --cpu 1 --svg bench-results/exits.svg | tee bench-results/exits.txt
 	$(SKVM_RELEASE) bench exits --cpu 1 --json > bench-results/exits.json
 	python3 scripts/bench-startup.py --skvm $(SKVM_RELEASE) --linux --json bench-results/startup.json | tee bench-results/startup.txt
+	python3 scripts/bench-block.py --skvm $(SKVM_RELEASE) --linux --json bench-results/block.json | tee bench-results/block.txt
+	@if [ "$$(id -u)" = 0 ]; then python3 scripts/bench-net.py --skvm $(SKVM_RELEASE) --json bench-results/net.json | tee bench-results/net.txt; \
+	 else echo "bench: skipping the network benchmark (needs root for a network namespace and a tap)"; fi
 
 check: build
 	$(SKVM_DEBUG) check

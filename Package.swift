@@ -32,10 +32,12 @@ let package = Package(
         .target(name: "CCompression", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("zstd")]),
         // Disk images: the BlockBackend protocol, the raw and qcow2 backends, `skvm img`'s logic.
         .target(name: "Storage", dependencies: ["CKVM", "CCompression"]),
+        // Host network endpoints: the NetBackend protocol and tap devices.
+        .target(name: "Network", dependencies: ["CKVM"]),
         // Virtio device models and transports.
-        .target(name: "Virtio", dependencies: ["Memory", "VirtioQueue", "Storage", "PCI", "Devices"]),
+        .target(name: "Virtio", dependencies: ["Memory", "VirtioQueue", "Storage", "Network", "PCI", "Devices"]),
         // Builds a machine from a configuration and runs it.
-        .target(name: "VMM", dependencies: ["CKVM", "KVM", "Memory", "Boot", "Devices", "PCI", "Storage", "Virtio"]),
+        .target(name: "VMM", dependencies: ["CKVM", "KVM", "Memory", "Boot", "Devices", "PCI", "Storage", "Network", "Virtio", "VirtioQueue"]),
         // The benchmark's floor: a bare KVM_RUN loop in C.
         .target(name: "CFloor"),
         // Per-thread allocation counts (interposes malloc in the skvm executable).
@@ -48,7 +50,7 @@ let package = Package(
         .executableTarget(
             name: "skvm",
             dependencies: [
-                "VMM", "KVM", "CKVM", "Boot", "Bench", "Storage",
+                "VMM", "KVM", "CKVM", "Boot", "Bench", "CAllocationCounter", "Storage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "TestSupport", dependencies: ["Memory", "Devices", "VirtioQueue", "Storage"], path: "Tests/TestSupport"),
@@ -58,7 +60,8 @@ let package = Package(
         .testTarget(name: "VirtioQueueTests", dependencies: ["VirtioQueue", "TestSupport", "Memory"]),
         .testTarget(name: "PCITests", dependencies: ["PCI", "Devices"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioQueue", "Storage", "Memory", "PCI", "Devices", "TestSupport"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioQueue", "Storage", "Network", "Memory", "PCI", "Devices", "TestSupport"]),
+        .testTarget(name: "NetworkTests", dependencies: ["Network"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Devices", "TestSupport"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TestSupport"]),

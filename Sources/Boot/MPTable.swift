@@ -20,7 +20,10 @@ public enum MPTable {
 
     /// The bytes to place at `address` for `cpus` processors (APIC ids 0..<cpus).
     /// `signature` and `features` are CPUID leaf 1 EAX and EDX, as the spec asks.
-    public static func build(at address: UInt64, cpus: Int, signature: UInt32, features: UInt32) -> [UInt8] {
+    /// `levelTriggeredPins` are IOAPIC pins above 15 that devices drive as
+    /// level-triggered, active-high lines (the virtio-mmio devices').
+    public static func build(at address: UInt64, cpus: Int, signature: UInt32, features: UInt32,
+                             levelTriggeredPins: [UInt8] = []) -> [UInt8] {
         var table: [UInt8] = []
         func u8(_ v: UInt8) { table.append(v) }
         func u16(_ v: UInt16) { for i in 0..<2 { table.append(UInt8(truncatingIfNeeded: v >> (8 * UInt16(i)))) } }
@@ -61,6 +64,14 @@ public enum MPTable {
         // the identity, the PIT included (it raises GSI 0).
         for irq in 0..<16 {
             u8(3); u8(0); u16(0); u8(0); u8(UInt8(irq)); u8(ioAPICID); u8(UInt8(irq))
+            entries += 1
+        }
+        // Device lines above the ISA range (4.3.4, table 4-10): polarity bits
+        // 1:0 = 01 (active high), trigger mode bits 3:2 = 11 (level). The
+        // source bus is the ISA bus, the only one this table lists; Linux maps
+        // such an entry 1:1 to its GSI and takes the flags as written.
+        for pin in levelTriggeredPins {
+            u8(3); u8(0); u16(0x000D); u8(0); u8(pin); u8(ioAPICID); u8(pin)
             entries += 1
         }
         // Local interrupts (4.3.5): LINT0 = ExtINT (the 8259), LINT1 = NMI, on every local APIC.

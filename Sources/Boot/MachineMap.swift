@@ -47,6 +47,20 @@ public enum MachineMap {
     public static let highRAMStart: UInt64 = 0x1_0000_0000
     /// PCI BARs are assigned from here (the first 256 MiB of the MMIO hole).
     public static let pciMemoryWindow: Range<UInt64> = 0xC000_0000..<0xD000_0000
+    /// virtio-mmio windows (virtio 1.2 §4.2), one 4 KiB page each from here,
+    /// just above the PCI window: device n is at base + n * stride.
+    public static let virtioMMIOBase: UInt64 = 0xD000_0000
+    public static let virtioMMIOStride: UInt64 = 0x1000
+    /// At most this many virtio-mmio devices (their interrupt lines are IOAPIC pins 16-23).
+    public static let virtioMMIOSlots = 8
+    /// Device n's interrupt: IOAPIC pin 16 + n, level-triggered and active high
+    /// (listed so in the MP table). Pins above 15 have no 8259 behind them and
+    /// no ISA device claims them, so the lines are the devices' own.
+    public static let virtioMMIOFirstIRQ: UInt32 = 16
+
+    /// Device n's window.
+    public static func virtioMMIOAddress(_ n: Int) -> UInt64 { virtioMMIOBase + UInt64(n) * virtioMMIOStride }
+
     /// Three pages KVM needs for VT-x real-mode emulation (KVM_SET_TSS_ADDR), in the hole.
     public static let kvmTSSAddress = GuestAddress(0xFFFB_D000)
     /// One page for VT-x's identity page table (KVM_SET_IDENTITY_MAP_ADDR), just below the TSS.

@@ -228,6 +228,25 @@ public final class GuestMemory: @unchecked Sendable {
         return try body(UnsafeMutableRawBufferPointer(start: p, count: count))
     }
 
+    /// Copies `bytes` (host memory) into guest memory at `address` with one memcpy.
+    public func write(raw bytes: UnsafeRawBufferPointer, at address: GuestAddress) throws(MemoryError) {
+        guard bytes.count > 0, let source = bytes.baseAddress else { return }
+        let p = try pointer(address, UInt64(bytes.count))
+        // SAFETY: p addresses bytes.count bytes of guest RAM; the source is the caller's.
+        p.copyMemory(from: source, byteCount: bytes.count)
+    }
+
+    /// The host address of the guest bytes [address, address + count), for
+    /// scatter-gather system calls (writev of a descriptor chain to a tap)
+    /// that need several ranges at once. The range is checked first. The
+    /// pointer stays valid while this GuestMemory lives; use it only for
+    /// the system call at hand and never keep it (the guest owns the bytes
+    /// and may change them at any time).
+    public func hostAddress(at address: GuestAddress, count: Int) throws(MemoryError) -> UnsafeMutableRawPointer {
+        guard count >= 0 else { throw .outOfRange(address: address.rawValue, size: 0) }
+        return try pointer(address, UInt64(count))
+    }
+
     /// Drops and re-creates the host mapping of the 4 KiB guest page at
     /// `address` (mprotect to PROT_NONE and back), so that KVM's MMU notifier
     /// invalidates its mapping and the guest faults it in again; the contents

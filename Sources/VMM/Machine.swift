@@ -17,9 +17,12 @@ import CKVM
 import Devices
 import KVM
 import Memory
+import Network
 import PCI
 import Storage
+import Synchronization
 import Virtio
+import VirtioQueue
 
 /// A VM that could not be built or run, with the exit status to report.
 public struct VMMError: Error, CustomStringConvertible, Sendable {
@@ -51,6 +54,22 @@ public final class Machine: Sendable {
     private let backends: [any BlockBackend]
     /// Interrupt routing for MSI-X (kept alive with the machine).
     private let msiRouting: GSIRoutingTable
+    /// Descriptors besides the ioeventfds that make the I/O thread run a
+    /// device: each tap (while its guest has receive buffers) and each disk's
+    /// completion eventfd (requests finished on the I/O pool).
+    private let wakeSources: [WakeSource]
+    /// The disks, drained when the machine stops.
+    private let blockDevices: [VirtioBlock]
+    /// The network devices, for `--stats`.
+    private let nics: [VirtioNet]
+    /// The I/O thread's loop iterations, and its heap allocations while the
+    /// guest ran (when `run` was given a counter), for `--stats`.
+    private let ioThreadWakeups = Atomic<UInt64>(0)
+    private let ioThreadAllocations = Atomic<UInt64>(0)
+    /// Reads the calling thread's allocation count (the skvm executable's malloc interposer).
+    private let allocationCounter: (@Sendable () -> UInt64)?
+    /// Threads for parallel block requests (started on demand).
+    private let ioWorkers: IOWorkerPool
 
     /// The capabilities skvm cannot run without, with the reason for each.
     public static let requiredCapabilities: [(capability: Int32, name: String, why: String)] = [
@@ -75,8 +94,12 @@ public final class Machine: Sendable {
     }
 
     /// Builds the VM (steps 1-6). Nothing runs until `run()`.
-    public init(config: MachineConfig, extraPortDevices: [ExtraDevice] = [], extraMMIODevices: [ExtraDevice] = []) throws(VMMError) {
+    /// `allocationCounter`: the calling thread's heap allocations so far, if
+    /// the executable counts them; `--stats` then reports the I/O thread's.
+    public init(config: MachineConfig, extraPortDevices: [ExtraDevice] = [], extraMMIODevices: [ExtraDevice] = [],
+                allocationCounter: (@Sendable () -> UInt64)? = nil) throws(VMMError) {
         self.config = config
+        self.allocationCounter = allocationCounter
         let diagnostics = Diagnostics(quiet: config.quiet, collectStatistics: config.statistics)
         self.diagnostics = diagnostics
 
@@ -169,7 +192,8 @@ public final class Machine: Sendable {
             kernel = try Self.loadKernel(image, kind: kind, initrd: initrd, modules: modules, config: config, onPVM: onPVM,
                                          diagnostics: diagnostics, memory: memory)
             let (signature, features) = CPUIDTable.signature(supportedCPUID)
-            let mp = MPTable.build(at: MachineMap.mpTable.rawValue, cpus: config.cpus, signature: signature, features: features)
+            let mp = MPTable.build(at: MachineMap.mpTable.rawValue, cpus: config.cpus, signature: signature, features: features,
+                                   levelTriggeredPins: Self.virtioMMIOWindows(config).map { UInt8($0.irq) })
             if let mpRange = GuestRange(start: MachineMap.mpTable, length: UInt64(mp.count)),
                 !kernel.ranges.contains(where: { $0.overlaps(mpRange) }), memory.contains(MachineMap.mpTable, size: mpRange.length) {
                 try? memory.write(bytes: mp, at: MachineMap.mpTable)
@@ -194,7 +218,8 @@ public final class Machine: Sendable {
             try pio.insert(CMOS(memorySize: config.memorySize), base: MachineMap.cmosPort, length: 2)
             try pio.insert(IgnoredPort(name: "POST code (io delay)"), base: MachineMap.postCodePort, length: 1)
             try pio.insert(DebugExit(control: stopController), base: MachineMap.debugExitPort, length: 1)
-            let fwcfgCommandLine = kind == .linux ? Self.linuxCommandLine(config.append, noxsave: onPVM && !config.keptFeatures.contains { $0.name == "xsave" }) : nil
+            let fwcfgCommandLine = kind == .linux ? Self.linuxCommandLine(config.append, noxsave: onPVM && !config.keptFeatures.contains { $0.name == "xsave" },
+                                                                          virtioMMIO: Self.virtioMMIOWindows(config)) : nil
             try pio.insert(FirmwareConfig(items: FirmwareConfig.standardItems(ramSize: config.memorySize, cpus: config.cpus,
                                                                                 linuxCommandLine: fwcfgCommandLine)),
                            base: MachineMap.firmwareConfigPort, length: 2)
@@ -221,31 +246,89 @@ public final class Machine: Sendable {
             throw VMMError("device layout: \(error)", status: ExitStatus.hostFailure)
         }
         var allocator = PCIBarAllocator(memoryWindow: MachineMap.pciMemoryWindow)
+        var wakeSources: [WakeSource] = []
+        var blockDevices: [VirtioBlock] = []
+        // Up to 8 threads serve disk requests in parallel (QEMU's aio=threads does the same with up to 64).
+        let ioWorkers = IOWorkerPool(maximumThreads: 8) { body in
+            if case .success = HostThread.spawn(body) { return true }
+            return false
+        }
+        self.ioWorkers = ioWorkers
+        var mmioWindows: [(device: VirtioMMIODevice, base: UInt64)] = []
+        var completionFDs: [Int32] = []
+        // Every virtio device in slot (or window) order: the disks, then the NICs.
+        var virtioDevices: [(name: String, device: any VirtioDevice, transport: DiskConfig.Transport, what: String)] = []
         for (i, disk) in config.disks.enumerated() {
             let backend = try Self.openDisk(disk)
             backends.append(backend)
-            let block = VirtioBlock(backend: backend, serial: disk.serial ?? "skvm-disk\(i)")
+            let completion = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+            guard completion >= 0 else { throw VMMError("eventfd: \(errnoString(errno))", status: ExitStatus.hostFailure) }
+            let block = VirtioBlock(backend: backend, serial: disk.serial ?? "skvm-disk\(i)", workers: ioWorkers, completed: {
+                var one: UInt64 = 1
+                _ = write(completion, &one, 8)
+            })
+            blockDevices.append(block)
+            completionFDs.append(completion)
+            virtioDevices.append(("virtio-blk \(i)", block, disk.transport, "disk '\(disk.path)'"))
+        }
+        for (i, net) in config.nets.enumerated() {
+            let device = try Self.openNet(net, index: i)
+            virtioDevices.append(("virtio-net \(i)", device, net.transport, "--net \(device.backendName)"))
+        }
+        var pciSlot = 0
+        var blockIndex = 0
+        var traceable: [(name: String, transport: any QueueNotifiable)] = []
+        for entry in virtioDevices {
             do {
-                let router = try KVMMSIRouter(vectors: block.queueMaxSizes.count + 1, vm: vm, table: routing)
-                let function = try VirtioPCIDevice(name: "virtio-blk \(i)", device: block, memory: memory, router: router)
-                let assigned = function.configuration.withSpace { space -> PCIError? in
-                    do throws(PCIError) { try allocator.assign(&space) } catch { return error }
-                    return nil
+                let queues = entry.device.queueMaxSizes.count
+                let transport: any QueueNotifiable
+                switch entry.transport {
+                case .pci:
+                    pciSlot += 1
+                    let router = try KVMMSIRouter(vectors: queues + 1, vm: vm, table: routing)
+                    let function = try VirtioPCIDevice(name: entry.name, device: entry.device, memory: memory, router: router)
+                    let assigned = function.configuration.withSpace { space -> PCIError? in
+                        do throws(PCIError) { try allocator.assign(&space) } catch { return error }
+                        return nil
+                    }
+                    if let assigned { throw VMMError("\(entry.what): \(assigned)", status: ExitStatus.hostFailure) }
+                    try notifiers.add(function, slot: pciSlot, queues: queues)
+                    try bridge.register(function, slot: pciSlot)
+                    transport = function
+                case .mmio:
+                    let n = mmioWindows.count
+                    let irq = MachineMap.virtioMMIOFirstIRQ + UInt32(n)
+                    let device = VirtioMMIODevice(name: "virtio-mmio-" + entry.name.dropFirst("virtio-".count), device: entry.device, memory: memory,
+                                                  interrupt: IRQLine(vm: vm, irq: irq, diagnostics: diagnostics))
+                    let base = MachineMap.virtioMMIOAddress(n)
+                    try notifiers.add(device, base: base)
+                    mmioWindows.append((device, base))
+                    transport = device
                 }
-                if let assigned { throw VMMError("disk '\(disk.path)': \(assigned)", status: ExitStatus.hostFailure) }
-                try notifiers.add(function, slot: i + 1, queues: block.queueMaxSizes.count)
-                try bridge.register(function, slot: i + 1)
+                traceable.append((entry.name, transport))
+                if let nic = entry.device as? VirtioNet {
+                    wakeSources.append(WakeSource(name: nic.backendName, descriptor: nic.backendPollDescriptor, transport: transport,
+                                                  queue: VirtioNet.receiveQueue, isEventFD: false, wanted: { nic.wantsBackendInput }))
+                } else if entry.device is VirtioBlock {
+                    wakeSources.append(WakeSource(name: entry.name, descriptor: completionFDs[blockIndex], transport: transport,
+                                                  queue: 0, isEventFD: true, wanted: { true }))
+                    blockIndex += 1
+                }
             } catch let e as VMMError {
                 throw e
             } catch {
-                throw VMMError("disk '\(disk.path)': \(error)", status: ExitStatus.hostFailure)
+                throw VMMError("\(entry.what): \(error)", status: ExitStatus.hostFailure)
             }
         }
+        self.wakeSources = wakeSources
+        self.blockDevices = blockDevices
+        self.nics = virtioDevices.compactMap { $0.device as? VirtioNet }
         self.backends = backends
         self.pio = pio
         var mmio = Bus()
         do {
-            if !config.disks.isEmpty {
+            for w in mmioWindows { try mmio.insert(w.device, base: w.base, length: VirtioMMIODevice.windowSize) }
+            if pciSlot > 0 {
                 let window = MachineMap.pciMemoryWindow
                 try mmio.insert(PCIBarWindow(bridge: bridge, space: .memory, base: window.lowerBound),
                                 base: window.lowerBound, length: UInt64(window.count))
@@ -260,6 +343,9 @@ public final class Machine: Sendable {
         let tracer: Tracer?
         do { tracer = config.trace.isEmpty ? nil : try Tracer(options: config.trace, path: config.traceFile) } catch {
             throw VMMError(error.message, status: ExitStatus.usage)
+        }
+        if let tracer, tracer.options.contains(.virtio) {
+            for t in traceable { t.transport.setTrace(VirtioTrace(name: t.name, sink: { tracer.emit($0) })) }
         }
 
         // 6. The vCPUs. Application processors keep KVM's reset state: they
@@ -293,6 +379,28 @@ public final class Machine: Sendable {
         }
     }
 
+    /// The virtio-mmio windows the configuration asks for, in order: device n
+    /// at `MachineMap.virtioMMIOAddress(n)` on IOAPIC pin 16 + n.
+    static func virtioMMIOWindows(_ config: MachineConfig) -> [(address: UInt64, irq: UInt32)] {
+        let count = config.disks.count { $0.transport == .mmio } + config.nets.count { $0.transport == .mmio }
+        return (0..<count).map { (MachineMap.virtioMMIOAddress($0), MachineMap.virtioMMIOFirstIRQ + UInt32($0)) }
+    }
+
+    /// Opens a --net's tap and builds its device.
+    static func openNet(_ net: NetConfig, index: Int) throws(VMMError) -> VirtioNet {
+        let tap: TapDevice
+        do {
+            switch net.endpoint {
+            case .tap(let name): tap = try TapDevice.open(name: name)
+            case .fd(let fd): tap = try TapDevice.adopt(fd: fd)
+            }
+        } catch {
+            throw VMMError(error.description, status: ExitStatus.usage)
+        }
+        let mac = net.mac ?? MACAddress.stable(seed: "\(tap.name)#\(index)")
+        return VirtioNet(backend: tap, mac: mac)
+    }
+
     /// MSRs set on every vCPU before it runs, as firmware leaves them.
     static let bootMSRs: [(index: UInt32, value: UInt64)] = [
         (0x1A0, 0x1),     // IA32_MISC_ENABLE: fast-string operations enabled
@@ -312,7 +420,9 @@ public final class Machine: Sendable {
             if noxsave {
                 diagnostics.note("PVM keeps XSAVE visible to the guest and KVM's emulator cannot run xrstor: adding noxsave to the kernel command line (--cpuid-unmask xsave to leave it out)")
             }
-            return try LinuxLoader.load(kernel: image, initrd: initrd, commandLine: linuxCommandLine(config.append, noxsave: noxsave), memory: memory)
+            return try LinuxLoader.load(kernel: image, initrd: initrd,
+                                        commandLine: linuxCommandLine(config.append, noxsave: noxsave, virtioMMIO: virtioMMIOWindows(config)),
+                                        memory: memory)
         }
     }
 
@@ -320,8 +430,13 @@ public final class Machine: Sendable {
     /// the console on COM1, `reboot=k` so that a guest reboot pulses the i8042
     /// reset line (which ends the VM), `panic=-1` so a panic reboots at once,
     /// and on PVM hosts `noxsave` (see `CPUIDPolicy.emulatorUnsupported`).
-    public static func linuxCommandLine(_ append: String, noxsave: Bool = false) -> String {
-        let base = "console=ttyS0 reboot=k panic=-1" + (noxsave ? " noxsave" : "")
+    /// Each virtio-mmio window is announced as `virtio_mmio.device=4K@ADDR:IRQ`
+    /// (Documentation/admin-guide/kernel-parameters.txt; needs a kernel built
+    /// with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, which Debian's lacks).
+    public static func linuxCommandLine(_ append: String, noxsave: Bool = false,
+                                        virtioMMIO: [(address: UInt64, irq: UInt32)] = []) -> String {
+        var base = "console=ttyS0 reboot=k panic=-1" + (noxsave ? " noxsave" : "")
+        for w in virtioMMIO { base += " virtio_mmio.device=4K@0x\(String(w.address, radix: 16)):\(w.irq)" }
         return append.isEmpty ? base : base + " " + append
     }
 
@@ -344,6 +459,11 @@ public final class Machine: Sendable {
     /// Checks the vCPU and pinning choices against this host.
     static func checkUserLimits(_ config: MachineConfig) throws(VMMError) {
         guard config.cpus >= 1 else { throw VMMError("--cpus must be at least 1", status: ExitStatus.usage) }
+        let mmioCount = virtioMMIOWindows(config).count
+        guard mmioCount <= MachineMap.virtioMMIOSlots else {
+            throw VMMError("\(mmioCount) devices with transport=mmio: skvm's machine has \(MachineMap.virtioMMIOSlots) virtio-mmio windows (IOAPIC pins 16-23); put the rest on PCI",
+                           status: ExitStatus.usage)
+        }
         // xAPIC ids are 8 bits and 255 is the broadcast id; the MP table gives
         // the vCPUs ids 0..N-1 and the IOAPIC id N, so N can be 254 at most.
         guard config.cpus <= MPTable.maximumCPUs else {
@@ -444,6 +564,9 @@ public final class Machine: Sendable {
         ioLoop(signalFD: signalFD, deadline: timeout.map { monotonicSeconds() + $0 }, timeout: timeout ?? 0)
         for t in threads { t.join() }
         terminal.restore()
+        // Requests still running on the I/O pool finish first; then no more start.
+        for b in blockDevices { b.quiesce() }
+        ioWorkers.shutdown()
         // Flush means fsync: whatever the guest wrote is on disk before skvm exits.
         for b in backends where !b.readOnly {
             do { try b.flush() } catch { printError("skvm: \(error)") }
@@ -459,14 +582,31 @@ public final class Machine: Sendable {
         var buffer = [UInt8](repeating: 0, count: 256)
         // Virtio queue notifications (ioeventfds) come first in the poll set, after the two fixed fds.
         let notify = notifiers.pollTargets
+        var sourceOpen = [Bool](repeating: true, count: wakeSources.count)
         var counter: UInt64 = 0
+        // The poll set, built once: the stop eventfd, the signalfd, the queue
+        // ioeventfds, the wake sources, stdin. Entries not wanted this round
+        // get fd -1 (poll skips them), so the loop allocates nothing per wake-up.
+        var fds = [
+            pollfd(fd: stopController.wakeFD, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0),
+        ] + notify.map { pollfd(fd: $0.eventFD, events: Int16(POLLIN), revents: 0) }
+        let sourceIndex = fds.count
+        fds += wakeSources.map { pollfd(fd: $0.descriptor, events: Int16(POLLIN), revents: 0) }
+        let stdinIndex = fds.count
+        fds.append(pollfd(fd: -1, events: Int16(POLLIN), revents: 0))
+        let allocationsBefore = allocationCounter?() ?? 0
+        defer {
+            if let allocationCounter { ioThreadAllocations.store(allocationCounter() &- allocationsBefore, ordering: .relaxed) }
+        }
         while !stopController.isStopping {
-            var fds = [
-                pollfd(fd: stopController.wakeFD, events: Int16(POLLIN), revents: 0),
-                pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0),
-            ] + notify.map { pollfd(fd: $0.eventFD, events: Int16(POLLIN), revents: 0) }
-            let stdinIndex = fds.count
-            if inputOpen && pending.isEmpty { fds.append(pollfd(fd: STDIN_FILENO, events: Int16(POLLIN), revents: 0)) }
+            ioThreadWakeups.add(1, ordering: .relaxed)
+            for i in fds.indices { fds[i].revents = 0 }
+            // Each tap while its device has guest buffers to fill; each disk's completions.
+            for (i, source) in wakeSources.enumerated() {
+                fds[sourceIndex + i].fd = sourceOpen[i] && source.wanted() ? source.descriptor : -1
+            }
+            fds[stdinIndex].fd = inputOpen && pending.isEmpty ? STDIN_FILENO : -1
             // With bytes pending, poll briefly and retry: the guest drains the FIFO by reading RBR.
             var wait: Int32 = pending.isEmpty ? -1 : 10
             if let deadline {
@@ -492,7 +632,18 @@ public final class Machine: Sendable {
                 // Reading the eventfd resets it; then the device takes whatever the guest queued.
                 if read(target.eventFD, &counter, 8) == 8 { target.device.notify(queue: target.queue) }
             }
-            if fds.count > stdinIndex && fds[stdinIndex].revents != 0 {
+            for (i, source) in wakeSources.enumerated() where fds[sourceIndex + i].revents != 0 {
+                let revents = fds[sourceIndex + i].revents
+                if revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 {
+                    // The tap went away (deleted, or its descriptor broke): stop polling it.
+                    diagnostics.warn("\(source.name): the descriptor reports an error (poll events 0x\(String(revents, radix: 16))); the device gets nothing more from it")
+                    sourceOpen[i] = false
+                } else {
+                    if source.isEventFD { _ = read(source.descriptor, &counter, 8) }
+                    source.transport.wake(queue: source.queue, why: source.wakeReason)
+                }
+            }
+            if fds[stdinIndex].revents != 0 {
                 let n = readSome(STDIN_FILENO, into: &buffer)
                 if n > 0 {
                     for b in buffer[0..<n] {
@@ -521,9 +672,46 @@ public final class Machine: Sendable {
 
     /// The `--stats` table.
     public func statisticsTable() -> String {
-        statistics.table(
+        var text = statistics.table(
             pioNames: { pio.entry(containing: $0)?.device.name ?? "(none)" },
             mmioNames: { mmio.entry(containing: $0)?.device.name ?? "(none)" })
+        var devices: [String] = []
+        for (i, b) in blockDevices.enumerated() where b.failedRequests > 0 {
+            devices.append("virtio-blk \(i): \(b.failedRequests) request\(b.failedRequests == 1 ? "" : "s") answered IOERR/UNSUPP or malformed")
+        }
+        for (i, n) in nics.enumerated() {
+            let c = n.statistics
+            var line = "virtio-net \(i) (\(n.backendName), \(n.mac)): sent \(c.txFrames) frames (\(c.txDropped) dropped), received \(c.rxFrames) (\(c.rxDropped) dropped)"
+            if let why = c.lastDrop { line += "; last drop: \(why)" }
+            devices.append(line)
+        }
+        // The I/O thread's work matters when it serves virtio devices.
+        if !blockDevices.isEmpty || !nics.isEmpty {
+            var io = "I/O thread: \(ioThreadWakeups.load(ordering: .relaxed)) wake-ups"
+            if allocationCounter != nil { io += ", \(ioThreadAllocations.load(ordering: .relaxed)) heap allocations while the guest ran" }
+            devices.append(io)
+        }
+        if !devices.isEmpty { text += "\n" + devices.joined(separator: "\n") + "\n" }
+        return text
+    }
+}
+
+/// A descriptor whose readiness means "run this device's queue".
+struct WakeSource: @unchecked Sendable {
+    let name: String
+    let descriptor: Int32
+    let transport: any QueueNotifiable
+    let queue: Int
+    /// An eventfd whose counter must be read (reset) on each wake-up.
+    let isEventFD: Bool
+    /// Whether to poll it now.
+    let wanted: () -> Bool
+    /// What its readiness means, for `--trace virtio` (made once: waking allocates nothing).
+    let wakeReason: String
+
+    init(name: String, descriptor: Int32, transport: any QueueNotifiable, queue: Int, isEventFD: Bool, wanted: @escaping () -> Bool) {
+        (self.name, self.descriptor, self.transport, self.queue, self.isEventFD, self.wanted) = (name, descriptor, transport, queue, isEventFD, wanted)
+        wakeReason = isEventFD ? "requests finished on the I/O pool" : "frames waiting on \(name)"
     }
 }
 

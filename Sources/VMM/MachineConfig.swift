@@ -3,6 +3,7 @@
 import Boot
 import Devices
 import Memory
+import Network
 
 /// The configuration of one VM.
 public struct MachineConfig: Sendable {
@@ -44,6 +45,8 @@ public struct MachineConfig: Sendable {
     public var initrds: [String] = []
     /// Virtio block devices (--disk), in PCI slot order.
     public var disks: [DiskConfig] = []
+    /// Virtio network devices (--net), after the disks in slot order.
+    public var nets: [NetConfig] = []
     /// Add QEMU's pc-testdev ports (--test-device).
     public var testDevice: Bool = false
     /// What to trace (--trace), and where (--trace-file; nil: stderr).
@@ -61,11 +64,69 @@ public struct MachineConfig: Sendable {
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 }
 
+/// One --net: a tap device behind a virtio-net device.
+public struct NetConfig: Sendable, Equatable {
+    public enum Endpoint: Sendable, Equatable {
+        /// A tap opened (or created) by name.
+        case tap(String)
+        /// A tap descriptor inherited from the parent process.
+        case fd(Int32)
+    }
+    public var endpoint: Endpoint
+    /// nil: a stable default derived from the endpoint and the NIC's index.
+    public var mac: MACAddress? = nil
+    public var transport: DiskConfig.Transport = .pci
+
+    public init(endpoint: Endpoint) { self.endpoint = endpoint }
+
+    /// Parses "tap=NAME[,mac=52:54:00:..][,transport=pci|mmio]" or "fd=N[,...]".
+    public static func parse(_ text: String) throws(ConfigError) -> NetConfig {
+        var endpoint: Endpoint? = nil
+        var mac: MACAddress? = nil
+        var transport = DiskConfig.Transport.pci
+        for item in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, !kv[1].isEmpty else {
+                throw ConfigError("--net '\(text)': '\(item)' is not key=value (tap=NAME or fd=N, then mac=, transport=)")
+            }
+            switch kv[0] {
+            case "tap", "ifname":
+                guard endpoint == nil else { throw ConfigError("--net '\(text)': give one of tap= and fd=") }
+                endpoint = .tap(kv[1])
+            case "fd":
+                guard endpoint == nil else { throw ConfigError("--net '\(text)': give one of tap= and fd=") }
+                guard let fd = Int32(kv[1]), fd >= 0 else { throw ConfigError("--net fd '\(kv[1])' is not a descriptor number") }
+                endpoint = .fd(fd)
+            case "mac":
+                guard let m = MACAddress(kv[1]) else {
+                    throw ConfigError("--net mac '\(kv[1])' is not a unicast MAC address (like 52:54:00:12:34:56)")
+                }
+                mac = m
+            case "transport":
+                guard let t = DiskConfig.Transport(rawValue: kv[1]) else { throw ConfigError("--net transport '\(kv[1])' is not pci or mmio") }
+                transport = t
+            default:
+                throw ConfigError("--net: unknown key '\(kv[0])' (tap, fd, mac, transport)")
+            }
+        }
+        guard let endpoint else { throw ConfigError("--net '\(text)' needs tap=NAME or fd=N") }
+        var net = NetConfig(endpoint: endpoint)
+        net.mac = mac
+        net.transport = transport
+        return net
+    }
+}
+
 /// One --disk: an image behind a virtio-blk device.
 public struct DiskConfig: Sendable, Equatable {
     public enum Format: String, Sendable { case raw, qcow2, auto }
     public enum Cache: String, Sendable { case writeback, none }
+    /// How the guest finds the device: a PCI function (what stock kernels
+    /// probe), or a virtio-mmio window (for kernels built with
+    /// CONFIG_VIRTIO_MMIO; Linux learns of it from the command line).
+    public enum Transport: String, Sendable { case pci, mmio }
     public var path: String
+    public var transport: Transport = .pci
     public var format: Format = .auto
     public var readOnly = false
     public var cache: Cache = .writeback
@@ -74,7 +135,7 @@ public struct DiskConfig: Sendable, Equatable {
 
     public init(path: String) { self.path = path }
 
-    /// Parses "PATH" or "path=PATH,format=raw|qcow2|auto,readonly=on|off,cache=writeback|none,serial=ID".
+    /// Parses "PATH" or "path=PATH,format=raw|qcow2|auto,readonly=on|off,cache=writeback|none,serial=ID,transport=pci|mmio".
     public static func parse(_ text: String) throws(ConfigError) -> DiskConfig {
         guard text.contains("=") else {
             guard !text.isEmpty else { throw ConfigError("--disk needs a path") }
@@ -99,7 +160,10 @@ public struct DiskConfig: Sendable, Equatable {
             case "serial":
                 guard kv[1].utf8.count <= 20 else { throw ConfigError("--disk serial '\(kv[1])' is longer than 20 bytes") }
                 disk.serial = kv[1]
-            default: throw ConfigError("--disk: unknown key '\(kv[0])' (path, format, readonly, cache, serial)")
+            case "transport":
+                guard let t = Transport(rawValue: kv[1]) else { throw ConfigError("--disk transport '\(kv[1])' is not pci or mmio") }
+                disk.transport = t
+            default: throw ConfigError("--disk: unknown key '\(kv[0])' (path, format, readonly, cache, serial, transport)")
             }
         }
         guard let path else { throw ConfigError("--disk '\(text)' has no path=") }

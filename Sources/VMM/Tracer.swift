@@ -20,7 +20,7 @@ public struct TraceOptions: OptionSet, Sendable {
     public static let pio = TraceOptions(rawValue: 2)
     /// MMIO: address, direction, size, data, the device.
     public static let mmio = TraceOptions(rawValue: 4)
-    /// Virtqueue activity (virtio devices; nothing to trace until they exist).
+    /// Virtio: each device's status handshake, notifications, chains popped, used elements, interrupts.
     public static let virtio = TraceOptions(rawValue: 8)
 
     /// Parses "exits,pio,mmio,virtio" or "all".

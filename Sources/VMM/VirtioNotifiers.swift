@@ -7,6 +7,11 @@
 // eventfds and runs the device. When the guest moves the BAR (or turns
 // memory decoding off), the PCI host bridge reports it here and the
 // ioeventfds follow.
+//
+// A virtio-mmio device has one QueueNotify register for all its queues, and
+// the driver writes the queue index there (virtio 1.2 §4.2.3.3). Its window
+// never moves, so its ioeventfds are registered once: one per queue on
+// base + 0x050, 4 bytes, with the index as datamatch.
 
 #if canImport(Glibc)
 import Glibc
@@ -17,7 +22,7 @@ import PCI
 import Synchronization
 import Virtio
 
-/// The notify ioeventfds of every virtio-pci function, keyed by PCI slot.
+/// The notify ioeventfds of every virtio-pci function (keyed by PCI slot) and virtio-mmio device.
 final class VirtioNotifiers: PCIBarListener {
     struct Function {
         let device: VirtioPCIDevice
@@ -28,18 +33,47 @@ final class VirtioNotifiers: PCIBarListener {
     private let vm: VirtualMachine
     private let diagnostics: Diagnostics
     private let functions = Mutex<[Int: Function]>([:])
+    /// virtio-mmio devices, in window order, with their eventfds (registered for good).
+    private let mmioDevices = Mutex<[(device: VirtioMMIODevice, eventFDs: [Int32])]>([])
 
     init(vm: VirtualMachine, diagnostics: Diagnostics) {
         self.vm = vm
         self.diagnostics = diagnostics
     }
 
-    deinit { functions.withLock { for f in $0.values { for fd in f.eventFDs { close(fd) } } } }
+    deinit {
+        functions.withLock { for f in $0.values { for fd in f.eventFDs { close(fd) } } }
+        mmioDevices.withLock { for d in $0 { for fd in d.eventFDs { close(fd) } } }
+    }
 
     /// Adds `device` (in `slot`) with one eventfd per queue. Call before registering it on the bridge.
     func add(_ device: VirtioPCIDevice, slot: Int, queues: Int) throws(KVMError) {
+        let fds = try Self.makeEventFDs(queues)
+        functions.withLock { $0[slot] = Function(device: device, eventFDs: fds) }
+    }
+
+    /// Adds a virtio-mmio `device` whose window is at `base`: one eventfd per
+    /// queue, registered now on QueueNotify with the queue index as datamatch.
+    func add(_ device: VirtioMMIODevice, base: UInt64) throws(KVMError) {
+        let fds = try Self.makeEventFDs(device.queueCount)
+        let address = base + VirtioMMIODevice.queueNotifyOffset
+        for (q, fd) in fds.enumerated() {
+            do {
+                try vm.registerIOEventFD(fd, address: address, length: 4, pio: false, datamatch: UInt64(q))
+            } catch {
+                for (i, f) in fds.enumerated() {
+                    if i < q { try? vm.unregisterIOEventFD(f, address: address, length: 4, pio: false, datamatch: UInt64(i)) }
+                    close(f)
+                }
+                throw error
+            }
+        }
+        mmioDevices.withLock { $0.append((device, fds)) }
+    }
+
+    private static func makeEventFDs(_ count: Int) throws(KVMError) -> [Int32] {
         var fds: [Int32] = []
-        for _ in 0..<queues {
+        for _ in 0..<count {
             let fd = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
             guard fd >= 0 else {
                 for f in fds { close(f) }
@@ -47,14 +81,21 @@ final class VirtioNotifiers: PCIBarListener {
             }
             fds.append(fd)
         }
-        functions.withLock { $0[slot] = Function(device: device, eventFDs: fds) }
+        return fds
     }
 
-    /// What the I/O thread polls: each eventfd with the device and queue it stands for.
-    var pollTargets: [(eventFD: Int32, device: VirtioPCIDevice, queue: Int)] {
-        functions.withLock { fs in
-            fs.keys.sorted().flatMap { slot in fs[slot].map { f in f.eventFDs.enumerated().map { ($0.element, f.device, $0.offset) } } ?? [] }
+    /// What the I/O thread polls: each eventfd with the device and queue it
+    /// stands for (PCI functions in slot order, then virtio-mmio devices).
+    var pollTargets: [(eventFD: Int32, device: any QueueNotifiable, queue: Int)] {
+        let pci = functions.withLock { fs in
+            fs.keys.sorted().flatMap { slot in
+                fs[slot].map { f in f.eventFDs.enumerated().map { (eventFD: $0.element, device: f.device as any QueueNotifiable, queue: $0.offset) } } ?? []
+            }
         }
+        let mmio = mmioDevices.withLock { ds in
+            ds.flatMap { d in d.eventFDs.enumerated().map { (eventFD: $0.element, device: d.device as any QueueNotifiable, queue: $0.offset) } }
+        }
+        return pci + mmio
     }
 
     func barMoved(slot: Int, index: Int, from: PCIBarMapping?, to: PCIBarMapping?) {

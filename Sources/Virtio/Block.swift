@@ -17,9 +17,21 @@
 //
 // Threading: the transport serialises every call into the device (config
 // accesses from vCPU threads, `queueNotified` from the I/O thread) under its
-// own lock, so the device keeps no lock of its own.
+// own lock. With an IOWorkerPool, requests also run on its threads: when
+// more than one request is waiting (or some are already running), each
+// goes to the pool, which serves them in parallel; a lone request is served
+// on the I/O thread at once. A pool thread touches only the request's own
+// chain (guest memory) and the backend (safe for concurrent use); it files
+// its result in `done` and calls `completed`, and the machine answers that
+// by notifying queue 0 again: the used ring is written only under the
+// transport's lock, in `queueNotified`. Completion order is free (§2.7.8:
+// used buffers need not come back in the order they were made available).
 
+#if canImport(Glibc)
+import Glibc
+#endif
 import Memory
+import Synchronization
 import Storage
 import VirtioQueue
 
@@ -65,15 +77,29 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     private var queue: Virtqueue? = nil
     private var interrupt: (any InterruptSignal)? = nil
     private var features: FeatureSet = []
+    private let failed = Atomic<UInt64>(0)
     /// Requests refused, for statistics and tests.
-    public private(set) var failedRequests: UInt64 = 0
+    public var failedRequests: UInt64 { failed.load(ordering: .relaxed) }
+    /// Parallel request service (nil: every request on the calling thread).
+    private let workers: IOWorkerPool?
+    /// Called (on a pool thread) when a request finished there.
+    private let completed: (@Sendable () -> Void)?
+    /// Requests handed to the pool and not yet reaped.
+    private let running = Atomic<Int>(0)
+    /// What pool threads finished: used elements, and whether a request had no valid framing.
+    private let done = Mutex<(elements: [UsedElement], malformed: Bool)>(([], false))
     /// Set when the queue broke beyond repair (the transport reports DEVICE_NEEDS_RESET).
     public private(set) var needsReset = false
 
-    /// A device for `backend`; `serial` is what GET_ID answers (at most 20 bytes).
-    public init(backend: any BlockBackend, serial: String) {
+    /// A device for `backend`; `serial` is what GET_ID answers (at most 20
+    /// bytes). With `workers`, waiting requests run in parallel on its
+    /// threads, and `completed` is called after each; the caller must then
+    /// notify queue 0 (through the transport) so the results are published.
+    public init(backend: any BlockBackend, serial: String, workers: IOWorkerPool? = nil, completed: (@Sendable () -> Void)? = nil) {
         self.backend = backend
         self.serial = Array(serial.utf8.prefix(Self.idLength))
+        self.workers = workers
+        self.completed = completed
     }
 
     public var offeredFeatures: FeatureSet {
@@ -122,6 +148,11 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     }
 
     public func reset() {
+        // Requests still running on the pool write into the old queue's
+        // buffers: wait for them, then forget their results (§2.4: after a
+        // reset the device uses nothing of the old session).
+        quiesce()
+        done.withLock { $0 = ([], false) }
         queue = nil
         interrupt = nil
         features = []
@@ -131,15 +162,23 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     // MARK: Requests
 
     public func queueNotified(_ index: Int) {
-        guard index == 0, var q = queue, !needsReset else { return }
+        // Take the queue out while working on it: a second reference (self.queue
+        // beside q) would make every pop copy the chain storage (an allocation).
+        guard index == 0, !needsReset, var q = queue.take() else { return }
         defer { queue = q }
-        var completed = false
+        var completed = reap(&q)
         // Drain, then ask for the next notification (§2.7.10: with EVENT_IDX
         // this publishes avail_event = the next index we will read; without
         // it, clears NO_NOTIFY). A driver that added buffers in between will
         // not notify for them, so if any are waiting, drain again.
         repeat {
-            while let chain = popNext(&q) {
+            while !needsReset, let chain = popNext(&q) {
+                // Several requests waiting, or some running: in parallel.
+                if let workers, running.load(ordering: .acquiring) > 0 || ((try? q.hasAvailable()) ?? false) {
+                    running.add(1, ordering: .acquiringAndReleasing)
+                    if workers.submit({ [self] in self.serveInBackground(chain) }) { continue }
+                    running.subtract(1, ordering: .acquiringAndReleasing)
+                }
                 guard let written = process(chain) else {
                     // A request without the framing §5.2.6 requires: a broken driver (QEMU agrees).
                     markNeedsReset()
@@ -149,6 +188,35 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
             }
         } while !needsReset && q.enableNotification()
         if completed && q.needsNotification() { interrupt?.signalUsedBuffer(queueIndex: 0) }
+    }
+
+    /// A pool thread's part: serve the request, file the result, tell the machine.
+    private func serveInBackground(_ chain: DescriptorChain) {
+        let written = process(chain)
+        done.withLock { d in
+            if let written { d.elements.append(UsedElement(head: chain.headIndex, length: written)) } else { d.malformed = true }
+        }
+        running.subtract(1, ordering: .acquiringAndReleasing)
+        completed?()
+    }
+
+    /// Publishes what pool threads finished; true when anything was.
+    private func reap(_ q: inout Virtqueue) -> Bool {
+        guard workers != nil else { return false }
+        let (elements, malformed) = done.withLock { d -> ([UsedElement], Bool) in
+            let taken = (d.elements, d.malformed)
+            d.elements.removeAll(keepingCapacity: true)
+            d.malformed = false
+            return taken
+        }
+        if malformed { markNeedsReset() }
+        guard !elements.isEmpty else { return false }
+        return (try? q.addUsed(elements)) != nil
+    }
+
+    /// Waits until no request is running on the pool (a reset, or the machine stopping).
+    public func quiesce() {
+        while running.load(ordering: .acquiring) > 0 { usleep(50) }
     }
 
     /// The next available chain, or nil when none is waiting or the queue is broken.
@@ -165,7 +233,7 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     }
 
     private func markNeedsReset() {
-        failedRequests &+= 1
+        failed.add(1, ordering: .relaxed)
         needsReset = true
         interrupt?.signalNeedsReset()
     }
@@ -176,11 +244,13 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     /// then there is no way to answer, and the device needs a reset.
     func process(_ chain: DescriptorChain) -> UInt32? {
         guard let last = chain.writableBuffers.last, last.length >= 1 else { return nil }
-        var header: [UInt8] = []
-        let got = (try? chain.readReadable(from: 0, maxCount: 16, appendingTo: &header)) ?? 0
-        guard got == 16 else { return nil }
-        let type = le32(header, 0)
-        let sector = le64(header, 8)
+        // The header, read into 16 bytes on the stack (no allocation per request).
+        let header = withUnsafeTemporaryAllocation(byteCount: 16, alignment: 8) { raw -> (type: UInt32, sector: UInt64)? in
+            guard (try? chain.readReadable(from: 0, into: raw)) == 16 else { return nil }
+            return (raw.loadUnaligned(fromByteOffset: 0, as: UInt32.self).littleEndian,
+                    raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian)
+        }
+        guard let (type, sector) = header else { return nil }
         let dataIn = chain.writableByteCount - 1          // writable bytes before the status
         let dataOut = chain.readableByteCount - 16        // readable bytes after the header
 
@@ -270,8 +340,11 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
 
     /// Writes the status byte (the chain's last writable byte); returns the used length.
     private func finish(_ chain: DescriptorChain, status: UInt8, dataWritten: Int) -> UInt32 {
-        if status != Self.statusOK { failedRequests &+= 1 }
-        _ = try? chain.writeWritable([status], at: chain.writableByteCount - 1)
+        if status != Self.statusOK { failed.add(1, ordering: .relaxed) }
+        // The status is the last byte of the last writable buffer (checked non-empty in `process`).
+        if let last = chain.writableBuffers.last, last.length > 0 {
+            try? chain.memory.write(status, at: GuestAddress(last.address.rawValue &+ UInt64(last.length - 1)))
+        }
         return UInt32(dataWritten + 1)
     }
 }

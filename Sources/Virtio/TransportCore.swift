@@ -54,6 +54,8 @@ struct VirtioTransportCore {
     var queues: [TransportQueue]
     /// DRIVER_OK was accepted and the device activated.
     var active = false
+    /// `--trace virtio` (kept across resets).
+    var trace: VirtioTrace? = nil
 
     init(maxSizes: [UInt16]) {
         self.maxSizes = maxSizes
@@ -151,7 +153,10 @@ struct VirtioTransportCore {
     mutating func writeStatus(_ value: UInt8, device: any VirtioDevice, memory: GuestMemory, interrupt: any InterruptSignal) -> StatusChange {
         if value == 0 {
             device.reset()
+            let trace = self.trace
             self = VirtioTransportCore(maxSizes: maxSizes)
+            self.trace = trace
+            trace?("status 0: reset")
             return .reset
         }
         var new = value
@@ -160,6 +165,7 @@ struct VirtioTransportCore {
             // The driver may accept only what was offered, and must accept VERSION_1 (modern).
             let ok = driverFeatures.isSubset(of: device.offeredFeatures) && driverFeatures.contains(.version1)
             if !ok { new &= ~DeviceStatus.featuresOK.rawValue }
+            trace?(ok ? "features negotiated: bits \(driverFeatures)" : "FEATURES_OK refused: driver features \(driverFeatures) not offered, or no VERSION_1")
         }
         if new & DeviceStatus.driverOK.rawValue != 0 && !active {
             guard new & DeviceStatus.featuresOK.rawValue != 0 else {
@@ -172,15 +178,26 @@ struct VirtioTransportCore {
                     built.append(q.enabled ? try Virtqueue(memory: memory, configuration: q.configuration,
                                                            maxSize: maxSizes[i], features: driverFeatures) : nil)
                 }
+                if let trace {
+                    for (i, q) in built.enumerated() {
+                        guard let q else { continue }
+                        built[i]?.trace = trace.queue(i)
+                        let c = q.configuration
+                        trace("queue \(i): size \(c.size), descriptors \(c.descriptorTable), avail \(c.availRing), used \(c.usedRing)")
+                    }
+                }
                 try device.activate(queues: built, features: driverFeatures, memory: memory, interrupt: interrupt)
                 active = true
+                trace?("DRIVER_OK: running")
             } catch {
                 // A queue the driver laid out badly: the device needs a reset (§2.1.2).
+                trace?("DRIVER_OK failed (\(error)): DEVICE_NEEDS_RESET")
                 new |= DeviceStatus.deviceNeedsReset.rawValue
                 configGeneration &+= 1
                 change = .activationFailed
             }
         }
+        if new != status { trace?("status \(DeviceStatus(rawValue: new))") }
         status = new
         return change
     }

@@ -179,6 +179,7 @@ public final class VirtioMMIODevice: BusDevice, @unchecked Sendable {
             state.withLock { s in
                 let queue = s.driverFeatures.contains(.notificationData) ? Int(v & 0xFFFF) : Int(v)
                 guard s.acceptsNotification(queue: queue) else { return }
+                s.trace?("notify queue \(queue) (QueueNotify write, no ioeventfd)")
                 device.queueNotified(queue)
             }
         case Register.interruptACK:
@@ -192,6 +193,20 @@ public final class VirtioMMIODevice: BusDevice, @unchecked Sendable {
     public func notify(queue: Int) {
         state.withLock { s in
             guard s.acceptsNotification(queue: queue) else { return }
+            s.trace?("notify queue \(queue)")
+            device.queueNotified(queue)
+        }
+    }
+
+    /// Turns on `--trace virtio` for this device.
+    public func setTrace(_ trace: VirtioTrace) { state.withLock { $0.trace = trace } }
+
+    /// The device has work for `queue` that no driver notification announced
+    /// (frames on its tap, requests finished on the I/O pool); `why` is for the trace.
+    public func wake(queue: Int, why: String) {
+        state.withLock { s in
+            guard s.acceptsNotification(queue: queue) else { return }
+            s.trace?("queue \(queue): \(why)")
             device.queueNotified(queue)
         }
     }

@@ -176,6 +176,20 @@ public final class VirtioPCIDevice: PCIDevice, @unchecked Sendable {
     public func notify(queue: Int) {
         state.withLock { s in
             guard s.core.acceptsNotification(queue: queue) else { return }
+            s.core.trace?("notify queue \(queue)")
+            device.queueNotified(queue)
+        }
+    }
+
+    /// Turns on `--trace virtio` for this device.
+    public func setTrace(_ trace: VirtioTrace) { state.withLock { $0.core.trace = trace } }
+
+    /// The device has work for `queue` that no driver notification announced
+    /// (frames on its tap, requests finished on the I/O pool); `why` is for the trace.
+    public func wake(queue: Int, why: String) {
+        state.withLock { s in
+            guard s.core.acceptsNotification(queue: queue) else { return }
+            s.core.trace?("queue \(queue): \(why)")
             device.queueNotified(queue)
         }
     }

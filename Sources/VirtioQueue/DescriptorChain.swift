@@ -71,6 +71,35 @@ public struct DescriptorChain: Sendable {
         return copied
     }
 
+    /// Copies up to `buffer.count` bytes of the readable part, from `offset`
+    /// on, into `buffer` (host memory, e.g. a stack temporary); returns the
+    /// count copied. Allocation-free.
+    public func readReadable(from offset: Int = 0, into buffer: UnsafeMutableRawBufferPointer) throws(VirtqueueError) -> Int {
+        var skip = max(offset, 0)
+        var copied = 0
+        for b in readableBuffers where copied < buffer.count {
+            let length = Int(b.length)
+            if skip >= length {
+                skip -= length
+                continue
+            }
+            let count = min(length - skip, buffer.count - copied)
+            let start = GuestAddress(b.address.rawValue &+ UInt64(skip))
+            do {
+                try memory.withMutableBytes(at: start, count: count) { guest in
+                    UnsafeMutableRawBufferPointer(rebasing: buffer[copied..<(copied + count)]).copyMemory(from: UnsafeRawBufferPointer(guest))
+                }
+            } catch let e as MemoryError {
+                throw .guestMemory(e)
+            } catch {
+                throw .queueBroken
+            }
+            skip = 0
+            copied += count
+        }
+        return copied
+    }
+
     /// Up to `maxCount` bytes of the readable part, starting `offset` bytes
     /// into it, as a new array (see `readReadable(from:maxCount:appendingTo:)`).
     public func readReadable(from offset: Int = 0, maxCount: Int) throws(VirtqueueError) -> [UInt8] {

@@ -71,6 +71,16 @@ public struct QueueConfiguration: Hashable, Sendable {
 /// ring positions, so never use two copies. `Sendable`, so the transport can
 /// build it at DRIVER_OK on a vCPU thread and hand it to the I/O thread. A
 /// device reset simply drops it.
+/// One used ring entry (§2.7.8): a chain's head and the bytes written to it.
+public struct UsedElement: Hashable, Sendable {
+    public var head: UInt16
+    public var length: UInt32
+    public init(head: UInt16, length: UInt32) {
+        self.head = head
+        self.length = length
+    }
+}
+
 public struct Virtqueue: Sendable {
     /// The largest queue size a split virtqueue can have (§2.7).
     public static let maximumSize: UInt16 = 32768
@@ -107,6 +117,8 @@ public struct Virtqueue: Sendable {
     private var lastCheckedUsed: UInt16 = 0
     /// Reused chain storage: no allocation once the previous chain is dropped.
     private var scratch: [DescriptorBuffer] = []
+    /// `--trace virtio`: pops, used elements and interrupt decisions (nil: off).
+    public var trace: VirtioTrace? = nil
 
     // Field addresses, all inside the validated parts.
     private let availFlagsAddress: GuestAddress
@@ -195,13 +207,34 @@ public struct Virtqueue: Sendable {
 
         // Keeps the capacity; no copy while the previous chain is gone.
         scratch.removeAll(keepingCapacity: true)
-        let summary = try walkChain(
-            memory: memory, table: configuration.descriptorTable, size: size, head: head,
-            indirectAllowed: indirectDescriptorsEnabled, into: &scratch)
+        let summary: ChainSummary
+        do {
+            summary = try walkChain(
+                memory: memory, table: configuration.descriptorTable, size: size, head: head,
+                indirectAllowed: indirectDescriptorsEnabled, into: &scratch)
+        } catch {
+            trace?("avail[\(nextAvail &- 1)] head \(head): malformed chain: \(error)")
+            throw error
+        }
+        if let trace {
+            trace("avail[\(nextAvail &- 1)] head \(head): \(scratch.count) buffer\(scratch.count == 1 ? "" : "s"), \(summary.readableBytes) bytes readable, \(summary.writableBytes) writable\(summary.usedIndirectTable ? " (indirect)" : "")")
+        }
         return DescriptorChain(
             headIndex: head, buffers: scratch, firstWritableIndex: summary.firstWritableIndex,
             readableByteCount: summary.readableBytes, writableByteCount: summary.writableBytes,
             usedIndirectTable: summary.usedIndirectTable, memory: memory)
+    }
+
+    /// True when the driver made a chain available that is not popped yet
+    /// (loads avail->idx only when every known entry was popped). A device
+    /// that must not consume input without a buffer to put it in (virtio-net
+    /// reading its tap) asks this first.
+    public mutating func hasAvailable() throws(VirtqueueError) -> Bool {
+        guard !isBroken else { throw .queueBroken }
+        if nextAvail != shadowAvailIndex { return true }
+        let index = try loadAvailIndex()
+        shadowAvailIndex = index
+        return index != nextAvail
     }
 
     /// Loads avail->idx (acquire) and rejects a jump of more than `size`.
@@ -251,6 +284,40 @@ public struct Virtqueue: Sendable {
         }
         nextUsed &+= 1
         inFlight -= 1
+        trace?("used[\(nextUsed &- 1)] head \(head), \(length) bytes written")
+    }
+
+    /// Writes several used elements, then publishes them all with one
+    /// used->idx store, so the driver sees them together (a mergeable
+    /// virtio-net packet's buffers, §5.1.6.4, must not appear one by one: the
+    /// driver reads num_buffers from the first and expects the rest).
+    /// Checked like `addUsed(head:length:)`, all before anything is written.
+    public mutating func addUsed(_ elements: [UsedElement]) throws(VirtqueueError) {
+        guard !isBroken else { throw .queueBroken }
+        guard elements.count <= inFlight else { throw .usedRingOverflow(head: elements.first?.head ?? 0) }
+        for e in elements where e.head >= size { throw .usedHeadOutOfRange(head: e.head, size: size) }
+        var index = nextUsed
+        do {
+            for e in elements {
+                let slot = UInt64(index & (size - 1))
+                try memory.write(UInt64(e.head) | (UInt64(e.length) << 32), at: GuestAddress(usedEntriesAddress.rawValue + 8 * slot))
+                index &+= 1
+            }
+            atomicMemoryFence(ordering: .releasing)
+            try memory.write(index, at: usedIndexAddress)
+        } catch {
+            isBroken = true
+            throw .guestMemory(error)
+        }
+        if let trace {
+            var i = nextUsed
+            for e in elements {
+                trace("used[\(i)] head \(e.head), \(e.length) bytes written")
+                i &+= 1
+            }
+        }
+        nextUsed = index
+        inFlight -= elements.count
     }
 
     // MARK: - Used buffer notifications (§2.7.7)
@@ -271,10 +338,14 @@ public struct Virtqueue: Sendable {
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         if eventIndexEnabled {
             guard let usedEvent = try? memory.read(UInt16.self, at: usedEventAddress) else { return true }
-            return Self.needEvent(eventIndex: usedEvent, newIndex: new, oldIndex: old)
+            let wanted = Self.needEvent(eventIndex: usedEvent, newIndex: new, oldIndex: old)
+            trace?(wanted ? "interrupt (used_event \(usedEvent) in [\(old), \(new)))" : "no interrupt (used_event \(usedEvent) not in [\(old), \(new)))")
+            return wanted
         }
         guard let flags = try? memory.read(UInt16.self, at: availFlagsAddress) else { return true }
-        return flags & Self.availFlagNoInterrupt == 0
+        let wanted = flags & Self.availFlagNoInterrupt == 0
+        trace?(wanted ? "interrupt" : "no interrupt (VIRTQ_AVAIL_F_NO_INTERRUPT)")
+        return wanted
     }
 
     /// `vring_need_event` (virtio_queue.h): true when `eventIndex` is in

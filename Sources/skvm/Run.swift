@@ -1,6 +1,7 @@
 // Run.swift: `skvm run`, boot a kernel.
 
 import ArgumentParser
+import CAllocationCounter
 import Boot
 import VMM
 
@@ -24,7 +25,11 @@ struct Run: ParsableCommand {
             the i8042 reset line (port 0x64, command 0xfe); the CMOS clock
             (0x70); fw_cfg (0x510); QEMU's debug-exit port 0xf4; a PCI host
             bridge (0xcf8) with a modern virtio-blk function per --disk
-            (MSI-X, notifications through ioeventfds); with --test-device,
+            (MSI-X, notifications through ioeventfds), or with
+            transport=mmio a virtio-mmio window at 0xd0000000 + n * 0x1000,
+            IOAPIC pin 16 + n (a Linux kernel is told through
+            virtio_mmio.device= on its command line); a virtio-net function
+            per --net, on a tap device; with --test-device,
             QEMU's pc-testdev. PIC, IOAPIC, LAPIC and PIT are KVM's
             in-kernel models.
 
@@ -62,9 +67,14 @@ struct Run: ParsableCommand {
     var initrd: [String] = []
 
     @Option(name: .long, parsing: .singleValue, help: ArgumentHelp(
-        "A virtio-blk disk on PCI: PATH, or path=PATH,format=raw|auto,readonly=on|off,cache=writeback|none,serial=ID (repeatable). A writable image is locked against other writers.",
+        "A virtio-blk disk: PATH, or path=PATH,format=raw|auto,readonly=on|off,cache=writeback|none,serial=ID,transport=pci|mmio (repeatable; PCI by default). A writable image is locked against other writers.",
         valueName: "disk"))
     var disk: [String] = []
+
+    @Option(name: .long, parsing: .singleValue, help: ArgumentHelp(
+        "A virtio-net NIC on a tap: tap=NAME (created when missing, removed on exit) or fd=N (an open tap with vnet_hdr from the parent), then ,mac=52:54:00:xx:xx:xx (default: stable per tap), ,transport=pci|mmio (repeatable). docs/networking.md shows bridges and NAT.",
+        valueName: "net"))
+    var net: [String] = []
 
     @Flag(name: .customLong("test-device"), help: "Add QEMU's pc-testdev: scratch ports 0xe0-0xeb, flush-page 0xe4, IRQ lines at 0x2000+n, 64 KiB scratch MMIO at 0xff000000.")
     var testDevice = false
@@ -152,6 +162,7 @@ struct Run: ParsableCommand {
         config.traceFile = traceFile
         do {
             config.disks = try disk.map { (text) throws(ConfigError) in try DiskConfig.parse(text) }
+            config.nets = try net.map { (text) throws(ConfigError) in try NetConfig.parse(text) }
         } catch {
             printError("skvm: \(error.message)")
             throw ExitWithStatus(status: ExitStatus.usage)
@@ -168,7 +179,7 @@ struct Run: ParsableCommand {
         config.kvmDevicePath = kvmDevicePath(kvmDevice)
 
         let machine: Machine
-        do { machine = try Machine(config: config) } catch {
+        do { machine = try Machine(config: config, allocationCounter: { UInt64(skvm_thread_allocations()) }) } catch {
             printError("skvm: \(error.message)")
             throw ExitWithStatus(status: error.status)
         }

@@ -173,6 +173,22 @@ struct MPTableTests {
         #expect(table.le16(4) == 5284)
     }
 
+    @Test("device pins above 15 (virtio-mmio) follow the ISA interrupts as level-triggered, active-high entries")
+    func levelTriggeredPins() {
+        let bytes = MPTable.build(at: 0x9_FC00, cpus: 2, signature: signature, features: features, levelTriggeredPins: [16, 17])
+        let table = Array(bytes.dropFirst(16))
+        let length = Int(table.le16(4))
+        #expect(length == table.count)
+        #expect(sum(table.prefix(length)) == 0)
+        #expect(Int(table.le16(34)) == 2 + 22)
+        let io = entries(table, length: length).filter { $0.type == 3 }
+        #expect(io.count == 18)
+        // Type 3, INT, flags 0x000D (active high, level), ISA bus 0, source IRQ = pin, IOAPIC id 2 (after the CPUs).
+        #expect(io.suffix(2).map(\.bytes) == [[3, 0, 0x0D, 0, 0, 16, 2, 16], [3, 0, 0x0D, 0, 0, 17, 2, 17]])
+        let types = entries(table, length: length).map(\.type)
+        #expect(types.suffix(2) == [4, 4])
+    }
+
     @Test("the checksum byte makes any byte string sum to zero")
     func checksumFunction() {
         for bytes in [[], [0], [1], [0xFF, 0xFF], patternBytes(count: 1000)] as [[UInt8]] {

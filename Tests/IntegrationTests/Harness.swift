@@ -23,6 +23,15 @@ enum Harness {
         return root.appendingPathComponent(".build/debug/skvm").path
     }
 
+    /// The release build of skvm ($SKVM_RELEASE_BIN, or .build/release/skvm),
+    /// for tests that measure what only optimised code promises (no heap
+    /// allocation per request: a debug build's unspecialised generics allocate).
+    static var releaseSkvm: String {
+        ProcessInfo.processInfo.environment["SKVM_RELEASE_BIN"] ?? root.appendingPathComponent(".build/release/skvm").path
+    }
+    /// Whether tests that need the release build run: it exists, or CI requires every test.
+    static var runReleaseTests: Bool { FileManager.default.isExecutableFile(atPath: releaseSkvm) || kvmRequired }
+
     /// A built guest, by file name (guests/build/NAME).
     static func guest(_ name: String) -> String {
         root.appendingPathComponent("guests/build").appendingPathComponent(name).path
@@ -69,13 +78,20 @@ enum Harness {
     /// Runs skvm with `arguments`, feeding `input` on stdin (then closing it,
     /// unless `keepInputOpen`), and waits at most `timeout` seconds.
     /// `whileRunning` is called with the process once it started.
+    /// With `prefix` (e.g. `ip netns exec NS`), skvm runs under that command.
     @discardableResult
     static func run(_ arguments: [String], input: Data? = nil, keepInputOpen: Bool = false,
-                    environment: [String: String] = [:], timeout: TimeInterval = 120,
-                    whileRunning: ((Running) -> Void)? = nil) throws -> Result {
+                    environment: [String: String] = [:], timeout: TimeInterval = 120, prefix: [String] = [],
+                    executable: String? = nil, whileRunning: ((Running) -> Void)? = nil) throws -> Result {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: skvm)
-        p.arguments = arguments
+        let binary = executable ?? skvm
+        if let first = prefix.first {
+            p.executableURL = URL(fileURLWithPath: first)
+            p.arguments = Array(prefix.dropFirst()) + [binary] + arguments
+        } else {
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = arguments
+        }
         p.currentDirectoryURL = root
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }

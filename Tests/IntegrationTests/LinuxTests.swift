@@ -140,3 +140,71 @@ struct LinuxFullBootTests {
         #expect(try Disk.bytes(a) == before)
     }
 }
+
+@Suite("Linux full boot with virtio-net (real KVM only)",
+       .enabled(if: LinuxAssets.fullBootPossible && Harness.kvmUsable && NetNamespace.runTests,
+                "needs a VT-x/AMD-V host (this host's KVM is PVM: a stock kernel cannot finish booting, docs/pvm.md), root and iproute2"),
+       .serialized)
+struct LinuxNetTests {
+    /// The static busybox of the Linux assets' cache, unpacked for the host side (its nc).
+    static func hostBusybox() throws -> String {
+        let cache = Harness.root.appendingPathComponent("guests/build/linux/cache")
+        let deb = try #require(try FileManager.default.contentsOfDirectory(atPath: cache.path).first { $0.hasPrefix("busybox-static_") },
+                               "no busybox-static .deb in \(cache.path): run 'make linux'")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-busybox-\(UUID().uuidString)")
+        #expect(try Disk.shell("dpkg-deb", ["-x", cache.appendingPathComponent(deb).path, dir.path]) == 0)
+        return dir.appendingPathComponent("bin/busybox").path
+    }
+
+    @Test("eth0: the MAC given, link up, ping the host, 4 MiB over TCP each way with matching checksums")
+    func tcp() throws {
+        try #require(LinuxAssets.built, "Linux assets are not built: run 'make linux'")
+        let busybox = try Self.hostBusybox()
+        let ns = try NetNamespace()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-net-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let toGuest = dir.appendingPathComponent("to-guest.bin").path, fromGuest = dir.appendingPathComponent("from-guest.bin").path
+        #expect(try Disk.shell("dd", ["if=/dev/urandom", "of=\(toGuest)", "bs=1M", "count=4", "status=none"]) == 0)
+        // The host side: one nc receiving the guest's file, one serving ours.
+        let receiver = Process(), sender = Process()
+        receiver.executableURL = URL(fileURLWithPath: "/bin/sh")
+        receiver.arguments = ["-c", "exec \(ns.exec.joined(separator: " ")) \(busybox) nc -l -p 5001 > \(fromGuest)"]
+        sender.executableURL = URL(fileURLWithPath: "/bin/sh")
+        sender.arguments = ["-c", "exec \(ns.exec.joined(separator: " ")) \(busybox) nc -l -p 5002 < \(toGuest)"]
+        try receiver.run()
+        try sender.run()
+        defer { receiver.terminate(); sender.terminate() }
+        let command = "ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && cat /sys/class/net/eth0/address /sys/class/net/eth0/operstate"
+            + " && ping -c 3 -W 2 10.0.2.2 && dd if=/dev/urandom of=/tmp/out bs=1M count=4 2>/dev/null && md5sum /tmp/out"
+            + " && nc -w 3 10.0.2.2 5001 < /tmp/out; nc -w 3 10.0.2.2 5002 > /tmp/in; md5sum /tmp/in"
+        let r = try Harness.run(["run", "--kernel", LinuxAssets.bzImage, "--initrd", LinuxAssets.initrd, "--memory", "512M", "--no-input",
+                                 "--net", "tap=tap0,mac=52:54:00:12:34:56", "--append", "quiet skvm.cmd=\"\(command)\""],
+                                timeout: 180, prefix: ns.exec)
+        #expect(r.stdout.contains("52:54:00:12:34:56"), "\(r.stdout)")
+        #expect(r.stdout.contains("\nup"), "operstate up")
+        #expect(r.stdout.contains("3 packets transmitted, 3 packets received"))
+        receiver.waitUntilExit()
+        let md5 = { (path: String) throws -> String in
+            let r = try NetNamespace.run("/usr/bin/md5sum", [path])
+            return String(r.output.prefix(32))
+        }
+        let sent = try md5(fromGuest), served = try md5(toGuest)
+        #expect(r.stdout.contains("\(sent)  /tmp/out"), "the file the guest sent arrived whole")
+        #expect(r.stdout.contains("\(served)  /tmp/in"), "the file the host served arrived whole")
+        #expect(r.status == 0)
+    }
+
+    @Test("two NICs: eth0 and eth1, each with its own MAC, both link up")
+    func twoNICs() throws {
+        try #require(LinuxAssets.built, "Linux assets are not built: run 'make linux'")
+        let ns = try NetNamespace()
+        try ns.run([NetNamespace.ip ?? "ip", "tuntap", "add", "dev", "tap1", "mode", "tap", "vnet_hdr"])
+        let r = try Harness.run(["run", "--kernel", LinuxAssets.bzImage, "--initrd", LinuxAssets.initrd, "--memory", "512M", "--no-input",
+                                 "--net", "tap=tap0,mac=52:54:00:00:00:0a", "--net", "tap=tap1,mac=52:54:00:00:00:0b",
+                                 "--append", "quiet skvm.cmd=\"ip link set eth0 up; ip link set eth1 up; sleep 1; cat /sys/class/net/eth0/address /sys/class/net/eth1/address /sys/class/net/eth0/carrier /sys/class/net/eth1/carrier\""],
+                                timeout: 120, prefix: ns.exec)
+        #expect(r.stdout.contains("52:54:00:00:00:0a"))
+        #expect(r.stdout.contains("52:54:00:00:00:0b"))
+        #expect(r.stdout.contains("1\n1") || r.stdout.contains("1\r\n1"), "both carriers up: \(r.stdout)")
+    }
+}

@@ -143,3 +143,66 @@ struct AddressWidthTests {
         }
     }
 }
+
+@Suite("--disk and the Linux command line")
+struct DiskConfigTests {
+    @Test("transport=pci|mmio; PCI by default")
+    func transport() throws {
+        #expect(try DiskConfig.parse("a.img").transport == .pci)
+        #expect(try DiskConfig.parse("path=a.img,transport=mmio").transport == .mmio)
+        #expect(try DiskConfig.parse("path=a.img,transport=pci").transport == .pci)
+        #expect(throws: ConfigError.self) { try DiskConfig.parse("path=a.img,transport=isa") }
+    }
+
+    @Test("each virtio-mmio window is announced to Linux as virtio_mmio.device=4K@ADDR:IRQ, before the user's text")
+    func commandLine() {
+        var config = MachineConfig(kernelPath: "k")
+        var d0 = DiskConfig(path: "a"); d0.transport = .mmio
+        let d1 = DiskConfig(path: "b")
+        var d2 = DiskConfig(path: "c"); d2.transport = .mmio
+        config.disks = [d0, d1, d2]
+        let windows = Machine.virtioMMIOWindows(config)
+        #expect(windows.map(\.address) == [0xD000_0000, 0xD000_1000])
+        #expect(windows.map(\.irq) == [16, 17])
+        #expect(Machine.linuxCommandLine("root=/dev/vda", virtioMMIO: windows)
+                == "console=ttyS0 reboot=k panic=-1 virtio_mmio.device=4K@0xd0000000:16 virtio_mmio.device=4K@0xd0001000:17 root=/dev/vda")
+        #expect(Machine.linuxCommandLine("") == "console=ttyS0 reboot=k panic=-1")
+    }
+}
+
+@Suite("--net")
+struct NetConfigTests {
+    @Test("tap=NAME or fd=N, then mac= and transport=")
+    func parses() throws {
+        let a = try NetConfig.parse("tap=tap0")
+        #expect(a.endpoint == .tap("tap0") && a.mac == nil && a.transport == .pci)
+        let b = try NetConfig.parse("fd=3,mac=52:54:00:aa:bb:cc,transport=mmio")
+        #expect(b.endpoint == .fd(3))
+        #expect(b.mac?.description == "52:54:00:aa:bb:cc")
+        #expect(b.transport == .mmio)
+    }
+
+    @Test("mistakes are one clear line", arguments: [
+        ("tap0", "is not key=value"), ("mac=52:54:00:12:34:56", "needs tap=NAME or fd=N"), ("tap=a,fd=3", "give one of tap= and fd="),
+        ("fd=-1", "is not a descriptor number"), ("tap=t,mac=01:00:5e:00:00:01", "is not a unicast MAC address"),
+        ("tap=t,speed=10", "unknown key 'speed'"), ("tap=t,transport=usb", "is not pci or mmio"),
+    ])
+    func mistakes(_ text: String, _ message: String) {
+        do {
+            _ = try NetConfig.parse(text)
+            Issue.record("accepted \(text)")
+        } catch {
+            #expect(error.message.contains(message), "\(error.message)")
+        }
+    }
+
+    @Test("NICs on transport=mmio take windows after the mmio disks")
+    func mmioWindows() {
+        var config = MachineConfig(kernelPath: "k")
+        var d = DiskConfig(path: "a"); d.transport = .mmio
+        var n = NetConfig(endpoint: .tap("t")); n.transport = .mmio
+        config.disks = [d]
+        config.nets = [n, NetConfig(endpoint: .tap("u"))]
+        #expect(Machine.virtioMMIOWindows(config).map(\.irq) == [16, 17])
+    }
+}

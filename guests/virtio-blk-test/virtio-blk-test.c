@@ -410,8 +410,8 @@ static void __attribute__((noreturn)) fatal(const char *what)
 
 /* ---- the command line -------------------------------------------------------- */
 
-enum mode { M_INFO, M_RW, M_RO, M_BAD, M_DISCARD, M_RESET, M_WRAP };
-static const char *const mode_names[] = { "info", "rw", "ro", "bad", "discard", "reset", "wrap" };
+enum mode { M_INFO, M_RW, M_RO, M_BAD, M_DISCARD, M_RESET, M_WRAP, M_BENCH };
+static const char *const mode_names[] = { "info", "rw", "ro", "bad", "discard", "reset", "wrap", "bench" };
 
 static struct {
     enum mode mode;
@@ -423,7 +423,12 @@ static struct {
     unsigned qsize;                     /* 0: 16, or 256 for test=wrap */
     uint64_t requests;
     bool assign_bars;
-} opt = { M_INFO, 0, false, 0, false, "", 0, 65600, false };
+    bool mmio;                          /* transport=mmio: virtio-mmio (§4.2), not PCI */
+    uint64_t mmio_base;                 /* where to look for it (mmio=ADDR, hex) */
+    uint64_t bench_mib;                 /* test=bench: MiB per sequential phase */
+    uint64_t bench_random;              /* test=bench: 4 KiB random reads */
+    unsigned qd;                        /* test=bench: requests in flight */
+} opt = { M_INFO, 0, false, 0, false, "", 0, 65600, false, false, 0xD0000000ull, 256, 20000, 1 };
 
 static bool word_is(const char *w, size_t n, const char *s)
 {
@@ -446,6 +451,24 @@ static bool parse_u64(const char *s, size_t n, uint64_t *out)
         if (v > (UINT64_MAX - d) / 10)
             return false;
         v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+/* "0x" and 1-16 hex digits. */
+static bool parse_hex(const char *s, size_t n, uint64_t *out)
+{
+    if (n < 3 || n > 18 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X'))
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 2; i < n; i++) {
+        char c = s[i];
+        unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0') : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                   : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10) : 16;
+        if (d > 15)
+            return false;
+        v = v << 4 | d;
     }
     *out = v;
     return true;
@@ -502,6 +525,18 @@ static void parse_cmdline(const char *c)
         } else if (word_is(w, k, "assign-bars")) {
             ok = word_is(v, vn, "0") || word_is(v, vn, "1");
             opt.assign_bars = vn && v[0] == '1';
+        } else if (word_is(w, k, "transport")) {
+            ok = word_is(v, vn, "pci") || word_is(v, vn, "mmio");
+            opt.mmio = word_is(v, vn, "mmio");
+        } else if (word_is(w, k, "mmio")) {
+            ok = parse_hex(v, vn, &opt.mmio_base) && opt.mmio_base % 0x200 == 0 && opt.mmio_base < (4ull << 30);
+        } else if (word_is(w, k, "bench-mib")) {
+            ok = parse_u64(v, vn, &opt.bench_mib) && opt.bench_mib >= 1 && opt.bench_mib <= 1u << 20;
+        } else if (word_is(w, k, "bench-random")) {
+            ok = parse_u64(v, vn, &opt.bench_random) && opt.bench_random >= 1 && opt.bench_random <= 100000000;
+        } else if (word_is(w, k, "qd")) {
+            ok = parse_u64(v, vn, &num) && num >= 1 && num <= 32;
+            opt.qd = (unsigned)num;
         } else if (word_is(w, k, "verbose")) {
             ok = word_is(v, vn, "0") || word_is(v, vn, "1");
             verbose = vn && v[0] == '1';
@@ -513,8 +548,9 @@ static void parse_cmdline(const char *c)
             size_t m = n < sizeof word - 1 ? n : sizeof word - 1;
             memcpy(word, w, m);
             word[m] = 0;
-            set_why("expected test=info|rw|ro|bad|discard|reset|wrap disk=N expect-capacity=SECTORS "
-                    "expect-serial=TEXT qsize=4..256 requests=N assign-bars=0|1 verbose=0|1");
+            set_why("expected test=info|rw|ro|bad|discard|reset|wrap|bench disk=N expect-capacity=SECTORS "
+                    "expect-serial=TEXT qsize=4..256 requests=N assign-bars=0|1 transport=pci|mmio mmio=0xADDR "
+                    "bench-mib=N bench-random=N qd=1..32 verbose=0|1");
             result(false, "argument \"%s\"", word);
         }
     }
@@ -628,6 +664,7 @@ static struct {
     uint64_t bar_base[6], bar_size[6];
     bool bar_done[6];
     uint64_t common, notify, isr, devcfg; /* MMIO addresses */
+    uint64_t mmio;                      /* virtio-mmio: the window's base; 0 on PCI */
     uint64_t features;                  /* negotiated */
     uint64_t offered;
     uint16_t qsize, notify_off;
@@ -888,26 +925,88 @@ static bool map_cap(int type, uint32_t need, uint64_t *addr)
     return true;
 }
 
+/* ---- the virtio-mmio transport (§4.2) ------------------------------------------
+ *
+ * The other way to find a virtio device: no PCI at all, just a 0x200-byte
+ * window of 32-bit registers at an address the platform tells the driver
+ * (a device tree, ACPI, or Linux's virtio_mmio.device=4K@ADDR:IRQ), with
+ * the device's configuration space at 0x100 (§4.2.2). Every register is
+ * accessed 32 bits wide and aligned (§4.2.2.2). The same steps of §3.1.1
+ * bring the device up; only where the fields live differs, so the helpers
+ * below take one path or the other. */
+#define MM_MAGIC 0x000          /* R  0x74726976, "virt" */
+#define MM_VERSION 0x004        /* R  2 for a modern (non-legacy) device */
+#define MM_DEVICE_ID 0x008      /* R  2: block (§5.2.1) */
+#define MM_VENDOR_ID 0x00C
+#define MM_DF 0x010             /* R  DeviceFeatures, 32 bits chosen by... */
+#define MM_DFSEL 0x014          /* W  ...DeviceFeaturesSel */
+#define MM_GF 0x020             /* W  DriverFeatures */
+#define MM_GFSEL 0x024          /* W  DriverFeaturesSel */
+#define MM_Q_SEL 0x030          /* W  QueueSel */
+#define MM_Q_NUM_MAX 0x034      /* R  QueueNumMax (0: no such queue) */
+#define MM_Q_NUM 0x038          /* W  QueueNum */
+#define MM_Q_READY 0x044        /* RW QueueReady */
+#define MM_Q_NOTIFY 0x050       /* W  QueueNotify: the queue's index */
+#define MM_INT_STATUS 0x060     /* R  InterruptStatus: bit 0 used buffer, bit 1 config change */
+#define MM_INT_ACK 0x064        /* W  InterruptACK */
+#define MM_STATUS 0x070         /* RW Status (device_status) */
+#define MM_Q_DESC 0x080         /* W  QueueDescLow/High */
+#define MM_Q_DRIVER 0x090       /* W  QueueDriverLow/High */
+#define MM_Q_DEVICE 0x0A0       /* W  QueueDeviceLow/High */
+#define MM_CFGGEN 0x0FC         /* R  ConfigGeneration */
+#define MM_CONFIG 0x100         /* the device-specific configuration */
+#define MM_MAGIC_VALUE 0x74726976u
+
 /* ---- common configuration helpers ---------------------------------------------- */
 
-static uint8_t status_read(void) { return mmio_r8(dev.common + CC_STATUS); }
-static void status_write(uint8_t s) { mmio_w8(dev.common + CC_STATUS, s); }
+static uint8_t status_read(void)
+{
+    return dev.mmio ? (uint8_t)mmio_r32(dev.mmio + MM_STATUS) : mmio_r8(dev.common + CC_STATUS);
+}
+static void status_write(uint8_t s)
+{
+    if (dev.mmio)
+        mmio_w32(dev.mmio + MM_STATUS, s);
+    else
+        mmio_w8(dev.common + CC_STATUS, s);
+}
 
 static uint64_t read_features(void)
 {
-    mmio_w32(dev.common + CC_DFSELECT, 0);
-    uint64_t lo = mmio_r32(dev.common + CC_DF);
-    mmio_w32(dev.common + CC_DFSELECT, 1);
-    uint64_t hi = mmio_r32(dev.common + CC_DF);
+    uint64_t sel = dev.mmio ? dev.mmio + MM_DFSEL : dev.common + CC_DFSELECT;
+    uint64_t val = dev.mmio ? dev.mmio + MM_DF : dev.common + CC_DF;
+    mmio_w32(sel, 0);
+    uint64_t lo = mmio_r32(val);
+    mmio_w32(sel, 1);
+    uint64_t hi = mmio_r32(val);
     return hi << 32 | lo;
 }
 
 static void write_features(uint64_t f)
 {
-    mmio_w32(dev.common + CC_GFSELECT, 0);
-    mmio_w32(dev.common + CC_GF, (uint32_t)f);
-    mmio_w32(dev.common + CC_GFSELECT, 1);
-    mmio_w32(dev.common + CC_GF, (uint32_t)(f >> 32));
+    uint64_t sel = dev.mmio ? dev.mmio + MM_GFSEL : dev.common + CC_GFSELECT;
+    uint64_t val = dev.mmio ? dev.mmio + MM_GF : dev.common + CC_GF;
+    mmio_w32(sel, 0);
+    mmio_w32(val, (uint32_t)f);
+    mmio_w32(sel, 1);
+    mmio_w32(val, (uint32_t)(f >> 32));
+}
+
+static uint8_t config_generation(void)
+{
+    return dev.mmio ? (uint8_t)mmio_r32(dev.mmio + MM_CFGGEN) : mmio_r8(dev.common + CC_CFGGEN);
+}
+
+/* The interrupt causes, cleared: PCI's ISR status clears itself when read
+ * (§4.1.4.5); virtio-mmio's InterruptStatus is acknowledged by writing its
+ * bits to InterruptACK (§4.2.2). */
+static uint8_t isr_read_clear(void)
+{
+    if (!dev.mmio)
+        return mmio_r8(dev.isr);
+    uint32_t v = mmio_r32(dev.mmio + MM_INT_STATUS);
+    mmio_w32(dev.mmio + MM_INT_ACK, v);
+    return (uint8_t)v;
 }
 
 static void write64(uint64_t reg, uint64_t v)
@@ -922,9 +1021,9 @@ static uint64_t cfg_r64(uint32_t off)
     uint8_t before, after;
     uint64_t v;
     do {
-        before = mmio_r8(dev.common + CC_CFGGEN);
+        before = config_generation();
         v = mmio_r32(dev.devcfg + off) | (uint64_t)mmio_r32(dev.devcfg + off + 4) << 32;
-        after = mmio_r8(dev.common + CC_CFGGEN);
+        after = config_generation();
     } while (before != after);
     return v;
 }
@@ -1014,7 +1113,10 @@ static int vq_add(const struct seg *s, int n)
 static void vq_kick(void)
 {
     mb();                               /* avail.idx visible before the notify */
-    mmio_w16(dev.notify, 0);            /* queue index 0 (§4.1.5.2) */
+    if (dev.mmio)
+        mmio_w32(dev.notify, 0);        /* QueueNotify = queue index 0 (§4.2.3.3) */
+    else
+        mmio_w16(dev.notify, 0);        /* queue index 0 (§4.1.5.2) */
 }
 
 static void vq_free(uint16_t head)
@@ -1133,6 +1235,97 @@ static void feature_list(char *out, size_t cap, uint64_t f)
     }
 }
 
+/* Step 6 of §3.1.1 for queue 0, through the PCI common configuration
+ * (§4.1.5.1.3). *size_out: the size chosen. */
+static bool queue0_setup_pci(unsigned want, uint16_t *size_out)
+{
+    uint16_t numq = mmio_r16(dev.common + CC_NUMQ);
+    mmio_w16(dev.common + CC_Q_SELECT, 0);
+    uint16_t max = mmio_r16(dev.common + CC_Q_SIZE);
+    dev.notify_off = mmio_r16(dev.common + CC_Q_NOFF);
+    if (verbose)
+        print(NAME ": [verbose] num_queues %u, queue 0: maximum size %u, queue_notify_off %u, queue_enable %u\n",
+              numq, max, dev.notify_off, mmio_r16(dev.common + CC_Q_ENABLE));
+    bool qok = false;
+    uint16_t size = (uint16_t)(max < want ? max : want);
+    *size_out = size;
+    uint64_t noff = (uint64_t)dev.notify_off * dev.notify_mult;
+    if (numq < 1)
+        set_why("num_queues is 0");
+    else if (max == 0)
+        set_why("queue_size reads 0: queue 0 is unavailable");
+    else if (max & (max - 1))
+        set_why("queue_size %u is not a power of 2", max);
+    else if (size < 4)
+        set_why("queue_size %u: this driver needs at least 4 entries", max);
+    else if (noff + 2 > dev.caps[CAP_NOTIFY].length)
+        set_why("notify offset %llu (queue_notify_off %u x multiplier %u) + 2 exceeds the notify structure's %u bytes",
+                (unsigned long long)noff, dev.notify_off, dev.notify_mult, dev.caps[CAP_NOTIFY].length);
+    else
+        qok = true;
+    if (qok) {
+        dev.qsize = size;
+        vq_reset_memory(size);
+        mmio_w16(dev.common + CC_Q_SIZE, size);
+        write64(dev.common + CC_Q_DESC, (uint64_t)(uintptr_t)vq_desc);
+        write64(dev.common + CC_Q_DRIVER, (uint64_t)(uintptr_t)&vq_avail);
+        write64(dev.common + CC_Q_DEVICE, (uint64_t)(uintptr_t)&vq_used);
+        mmio_w16(dev.common + CC_Q_ENABLE, 1);
+        dev.notify = dev.bar_base[dev.caps[CAP_NOTIFY].bar] + dev.caps[CAP_NOTIFY].offset + noff;
+        uint16_t en = mmio_r16(dev.common + CC_Q_ENABLE);
+        if (en != 1) {
+            set_why("queue_enable reads %u after writing 1", en);
+            qok = false;
+        }
+    }
+    return qok;
+}
+
+/* The same through virtio-mmio's registers (§4.2.3.2): select the queue,
+ * read QueueNumMax, write QueueNum and the three ring addresses, then
+ * QueueReady = 1. There is no queue count: a queue exists when its
+ * QueueNumMax is not 0. */
+static bool queue0_setup_mmio(unsigned want, uint16_t *size_out)
+{
+    mmio_w32(dev.mmio + MM_Q_SEL, 0);
+    uint32_t ready = mmio_r32(dev.mmio + MM_Q_READY);
+    uint32_t max = mmio_r32(dev.mmio + MM_Q_NUM_MAX);
+    if (verbose)
+        print(NAME ": [verbose] queue 0: QueueNumMax %u, QueueReady %u\n", max, ready);
+    uint16_t size = (uint16_t)(max < want ? max : want);
+    *size_out = size;
+    if (ready != 0) {
+        set_why("QueueReady reads %u before the queue is set up", ready);
+        return false;
+    }
+    if (max == 0) {
+        set_why("QueueNumMax reads 0: queue 0 is unavailable");
+        return false;
+    }
+    if (max > 32768 || (max & (max - 1))) {
+        set_why("QueueNumMax %u is not a power of 2 up to 32768", max);
+        return false;
+    }
+    if (size < 4) {
+        set_why("QueueNumMax %u: this driver needs at least 4 entries", max);
+        return false;
+    }
+    dev.qsize = size;
+    vq_reset_memory(size);
+    mmio_w32(dev.mmio + MM_Q_NUM, size);
+    write64(dev.mmio + MM_Q_DESC, (uint64_t)(uintptr_t)vq_desc);
+    write64(dev.mmio + MM_Q_DRIVER, (uint64_t)(uintptr_t)&vq_avail);
+    write64(dev.mmio + MM_Q_DEVICE, (uint64_t)(uintptr_t)&vq_used);
+    mmio_w32(dev.mmio + MM_Q_READY, 1);
+    dev.notify = dev.mmio + MM_Q_NOTIFY;
+    ready = mmio_r32(dev.mmio + MM_Q_READY);
+    if (ready != 1) {
+        set_why("QueueReady reads %u after writing 1", ready);
+        return false;
+    }
+    return true;
+}
+
 /* Steps 1-7 of §3.1.1 (the PCI discovery is done). Each step is a check;
  * `label` prefixes the lines ("" for the first time, "reset: ..." later).
  * false: the device is unusable, stop. */
@@ -1169,45 +1362,9 @@ static bool device_init(const char *label)
         return false;
     }
     /* 6. queue 0 */
-    uint16_t numq = mmio_r16(dev.common + CC_NUMQ);
-    mmio_w16(dev.common + CC_Q_SELECT, 0);
-    uint16_t max = mmio_r16(dev.common + CC_Q_SIZE);
-    dev.notify_off = mmio_r16(dev.common + CC_Q_NOFF);
-    if (verbose)
-        print(NAME ": [verbose] num_queues %u, queue 0: maximum size %u, queue_notify_off %u, queue_enable %u\n",
-              numq, max, dev.notify_off, mmio_r16(dev.common + CC_Q_ENABLE));
-    bool qok = false;
-    unsigned want = opt.qsize ? opt.qsize : opt.mode == M_WRAP ? 256 : 16;
-    uint16_t size = (uint16_t)(max < want ? max : want);
-    uint64_t noff = (uint64_t)dev.notify_off * dev.notify_mult;
-    if (numq < 1)
-        set_why("num_queues is 0");
-    else if (max == 0)
-        set_why("queue_size reads 0: queue 0 is unavailable");
-    else if (max & (max - 1))
-        set_why("queue_size %u is not a power of 2", max);
-    else if (size < 4)
-        set_why("queue_size %u: this driver needs at least 4 entries", max);
-    else if (noff + 2 > dev.caps[CAP_NOTIFY].length)
-        set_why("notify offset %llu (queue_notify_off %u x multiplier %u) + 2 exceeds the notify structure's %u bytes",
-                (unsigned long long)noff, dev.notify_off, dev.notify_mult, dev.caps[CAP_NOTIFY].length);
-    else
-        qok = true;
-    if (qok) {
-        dev.qsize = size;
-        vq_reset_memory(size);
-        mmio_w16(dev.common + CC_Q_SIZE, size);
-        write64(dev.common + CC_Q_DESC, (uint64_t)(uintptr_t)vq_desc);
-        write64(dev.common + CC_Q_DRIVER, (uint64_t)(uintptr_t)&vq_avail);
-        write64(dev.common + CC_Q_DEVICE, (uint64_t)(uintptr_t)&vq_used);
-        mmio_w16(dev.common + CC_Q_ENABLE, 1);
-        dev.notify = dev.bar_base[dev.caps[CAP_NOTIFY].bar] + dev.caps[CAP_NOTIFY].offset + noff;
-        uint16_t en = mmio_r16(dev.common + CC_Q_ENABLE);
-        if (en != 1) {
-            set_why("queue_enable reads %u after writing 1", en);
-            qok = false;
-        }
-    }
+    unsigned want = opt.qsize ? opt.qsize : opt.mode == M_WRAP || opt.mode == M_BENCH ? 256 : 16;
+    uint16_t size = 0;
+    bool qok = dev.mmio ? queue0_setup_mmio(want, &size) : queue0_setup_pci(want, &size);
     char sz[64];
     if (size >= want || !qok)
         fmt(sz, sizeof sz, "%u entries", want);
@@ -1666,7 +1823,7 @@ static void test_reset(void)
             s[n++] = (struct seg){ &hdr, 8, false };
             s[n++] = (struct seg){ &status_byte, 1, true };
         }
-        (void)mmio_r8(dev.isr);         /* read-to-clear */
+        (void)isr_read_clear();
         uint16_t used_before = vq_used.idx;
         vq_add(s, n);
         vq_kick();
@@ -1685,7 +1842,7 @@ static void test_reset(void)
         else if (!(st & S_NEEDS_RESET))
             set_why("device_status 0x%02X after 10^10 TSC cycles", st);
         result(ok, "reset: %s: DEVICE_NEEDS_RESET set, chain not used", kinds[k]);
-        uint8_t isr = mmio_r8(dev.isr);
+        uint8_t isr = isr_read_clear();
         if (!(isr & 2))
             set_why("ISR status 0x%02X", isr);
         result(isr & 2, "reset: %s: ISR status bit 1 (configuration change) set", kinds[k]);
@@ -1762,36 +1919,115 @@ static void test_wrap(void)
            start + total > 65535 ? " (both wrapped)" : "");
 }
 
+/* test=bench: how fast the device moves data, for `make bench`
+ * (scripts/bench-block.py runs it under skvm and QEMU on the same image).
+ * Three phases: sequential writes of 1 MiB requests over the first
+ * bench-mib MiB, a FLUSH, sequential reads of the same, then bench-random
+ * 4 KiB reads at random 4 KiB-aligned offsets over the whole disk. Up to
+ * `qd` requests are in flight; the driver refills every free slot, notifies
+ * once, then polls for one completion. Each phase prints its cycle count
+ * (rdtsc, from the first submission to the last completion); the host
+ * turns cycles into time with the TSC frequency it knows. A request that
+ * fails ends the run: a benchmark of errors measures nothing. */
+#define BENCH_BIG (1u << 20)
+#define BENCH_SMALL 4096u
+#define BENCH_SLOTS 32
+static uint8_t bench_buf[8][BENCH_BIG] __attribute__((aligned(4096)));  /* 8 MiB: 1 MiB slots, or 4 KiB ones */
+static struct blk_hdr bench_hdr[BENCH_SLOTS];
+static uint8_t bench_status[BENCH_SLOTS];
+
+static uint64_t bench_rng = 0x9E3779B97F4A7C15ull;
+static uint64_t bench_next(void)           /* xorshift64 */
+{
+    bench_rng ^= bench_rng << 13;
+    bench_rng ^= bench_rng >> 7;
+    bench_rng ^= bench_rng << 17;
+    return bench_rng;
+}
+
+static void bench_phase(const char *name, uint32_t type, uint32_t bytes, uint64_t count, bool random)
+{
+    unsigned qd = opt.qd;
+    if (bytes == BENCH_BIG && qd > 8)
+        qd = 8;                         /* eight 1 MiB slots */
+    uint64_t sectors = bytes / SECTOR, span = dev.capacity / sectors;
+    int8_t slot_of[QMAX];
+    uint8_t free_slots[BENCH_SLOTS];
+    unsigned nfree = qd;
+    for (unsigned j = 0; j < qd; j++)
+        free_slots[j] = (uint8_t)(qd - 1 - j);
+    memset(slot_of, -1, sizeof slot_of);
+    uint64_t submitted = 0, completed = 0;
+    uint64_t t0 = rdtsc();
+    while (completed < count) {
+        bool added = false;
+        while (nfree && submitted < count) {
+            unsigned j = free_slots[--nfree];
+            uint64_t block = random ? bench_next() % span : submitted % span;
+            bench_hdr[j] = (struct blk_hdr){ type, 0, block * sectors };
+            bench_status[j] = STATUS_UNSET;
+            uint8_t *data = bytes == BENCH_BIG ? bench_buf[j] : &bench_buf[0][0] + j * BENCH_SMALL;
+            struct seg sg[3] = { { &bench_hdr[j], sizeof bench_hdr[j], false },
+                                 { data, bytes, type == T_IN },
+                                 { &bench_status[j], 1, true } };
+            int head = vq_add(sg, 3);
+            slot_of[head] = (int8_t)j;
+            submitted++;
+            added = true;
+        }
+        if (added)
+            vq_kick();
+        uint32_t id, len;
+        if (!vq_get(&id, &len))
+            timeout_fatal(WHAT("bench: %s request %llu", name, (unsigned long long)completed));
+        if (id >= dev.qsize || slot_of[id] < 0) {
+            set_why("used element id %u is no outstanding chain's head", id);
+            fatal(WHAT("bench: %s", name));
+        }
+        unsigned j = (unsigned)slot_of[id];
+        slot_of[id] = -1;
+        vq_free((uint16_t)id);
+        if (bench_status[j] != ST_OK) {
+            set_why("request %llu: status %s", (unsigned long long)completed, status_name(bench_status[j]));
+            fatal(WHAT("bench: %s", name));
+        }
+        free_slots[nfree++] = (uint8_t)j;
+        completed++;
+    }
+    uint64_t cycles = rdtsc() - t0;
+    print(NAME ": bench: %s: %llu requests of %u bytes, qd %u: %llu cycles\n", name, (unsigned long long)count, bytes,
+          qd, (unsigned long long)cycles);
+}
+
+static void test_bench(void)
+{
+    uint64_t big = opt.bench_mib;
+    if (big > dev.capacity / (BENCH_BIG / SECTOR))
+        big = dev.capacity / (BENCH_BIG / SECTOR);
+    if (!result(big > 0 && !(dev.offered & BIT(F_BLK_RO)), "bench: a writable disk of at least 1 MiB"))
+        return;
+    for (unsigned j = 0; j < 8; j++)
+        memset(bench_buf[j], 0x5A + j, BENCH_BIG);
+    bench_phase("seq-write", T_OUT, BENCH_BIG, big, false);
+    struct blk_hdr h = { T_FLUSH, 0, 0 };
+    uint8_t st = STATUS_UNSET;
+    struct seg f[2] = { { &h, sizeof h, false }, { &st, 1, true } };
+    uint32_t len;
+    uint64_t t0 = rdtsc();
+    if (!vq_run(f, 2, &len, "bench: FLUSH") || st != ST_OK) {
+        set_why("status %s", status_name(st));
+        fatal("bench: FLUSH");
+    }
+    print(NAME ": bench: flush: %llu cycles\n", (unsigned long long)(rdtsc() - t0));
+    bench_phase("seq-read", T_IN, BENCH_BIG, big, false);
+    bench_phase("rand-read", T_IN, BENCH_SMALL, opt.bench_random, true);
+}
+
 /* ---- main ---------------------------------------------------------------------- */
 
-void vbt_main(uint32_t mbi_addr);
-void vbt_main(uint32_t mbi_addr)
+/* Finds virtio-blk #opt.disk on PCI bus 0 and maps its structures (§4.1). */
+static void find_pci_device(void)
 {
-    const volatile uint32_t *mbi = (const volatile uint32_t *)(uintptr_t)mbi_addr;
-    const char *cmdline = (mbi[0] & (1u << 2)) ? (const char *)(uintptr_t)mbi[4] : "";
-    {   /* the arguments: the command line after the kernel's path */
-        const char *a = cmdline;
-        while (*a && (uint8_t)*a > ' ')
-            a++;
-        while (*a && (uint8_t)*a <= ' ')
-            a++;
-        size_t n = 0;
-        while (a[n])
-            n++;
-        while (n && (uint8_t)a[n - 1] <= ' ')
-            n--;
-        char text[200];
-        if (n > sizeof text - 1)
-            n = sizeof text - 1;
-        memcpy(text, a, n);
-        text[n] = 0;
-        print(NAME ": arguments: \"%s\"\n", text);
-    }
-    parse_cmdline(cmdline);
-    if (checks_failed)
-        finish();
-    print(NAME ": test=%s disk=%u\n", mode_names[opt.mode], opt.disk);
-
     /* PCI discovery (§4.1.2) */
     if (!find_device()) {
         set_why("found %u virtio-blk function%s (1AF4:1042) on bus 0", dev.count, dev.count == 1 ? "" : "s");
@@ -1800,6 +2036,7 @@ void vbt_main(uint32_t mbi_addr)
     result(true, "PCI bus 0: %u virtio-blk function%s (1AF4:1042), using #%u", dev.count, dev.count == 1 ? "" : "s",
            opt.disk);
     struct bdf b = dev.bdf;
+
     if (verbose) {
         uint32_t sub = pci_r32(b, 0x2C);
         print(NAME ": [verbose] %02x:%02x.%u: revision %u, subsystem %04X:%04X, command 0x%04X\n", b.bus, b.dev, b.fn,
@@ -1832,6 +2069,65 @@ void vbt_main(uint32_t mbi_addr)
         fatal("PCI: command register: memory space and bus master enabled");
     }
     result(true, "PCI: command register: memory space and bus master enabled");
+}
+
+/* Finds the virtio-mmio block device at opt.mmio + opt.disk * 0x1000 (skvm
+ * places device n's window there) and checks its identity (§4.2.2):
+ * MagicValue, Version 2, DeviceID 2. A DeviceID of 0 is a placeholder
+ * window with no device behind it. */
+static void find_mmio_device(void)
+{
+    uint64_t base = opt.mmio_base + (uint64_t)opt.disk * 0x1000;
+    uint32_t magic = mmio_r32(base + MM_MAGIC), version = mmio_r32(base + MM_VERSION);
+    uint32_t id = mmio_r32(base + MM_DEVICE_ID);
+    if (verbose)
+        print(NAME ": [verbose] virtio-mmio at 0x%llx: magic 0x%08x, version %u, device %u, vendor 0x%x\n",
+              (unsigned long long)base, magic, version, id, mmio_r32(base + MM_VENDOR_ID));
+    if (magic != MM_MAGIC_VALUE)
+        set_why("MagicValue reads 0x%08x", magic);
+    else if (version != 2)
+        set_why("Version reads %u (1 is the legacy interface this driver does not speak)", version);
+    else if (id != 2)
+        set_why("DeviceID reads %u", id);
+    if (magic != MM_MAGIC_VALUE || version != 2 || id != 2)
+        fatal(WHAT("virtio-mmio window #%u: MagicValue \"virt\", Version 2, DeviceID 2 (block)", opt.disk));
+    result(true, "virtio-mmio window #%u: MagicValue \"virt\", Version 2, DeviceID 2 (block)", opt.disk);
+    dev.mmio = base;
+    dev.devcfg = base + MM_CONFIG;
+}
+
+void vbt_main(uint32_t mbi_addr);
+void vbt_main(uint32_t mbi_addr)
+{
+    const volatile uint32_t *mbi = (const volatile uint32_t *)(uintptr_t)mbi_addr;
+    const char *cmdline = (mbi[0] & (1u << 2)) ? (const char *)(uintptr_t)mbi[4] : "";
+    {   /* the arguments: the command line after the kernel's path */
+        const char *a = cmdline;
+        while (*a && (uint8_t)*a > ' ')
+            a++;
+        while (*a && (uint8_t)*a <= ' ')
+            a++;
+        size_t n = 0;
+        while (a[n])
+            n++;
+        while (n && (uint8_t)a[n - 1] <= ' ')
+            n--;
+        char text[200];
+        if (n > sizeof text - 1)
+            n = sizeof text - 1;
+        memcpy(text, a, n);
+        text[n] = 0;
+        print(NAME ": arguments: \"%s\"\n", text);
+    }
+    parse_cmdline(cmdline);
+    if (checks_failed)
+        finish();
+    print(NAME ": test=%s disk=%u\n", mode_names[opt.mode], opt.disk);
+
+    if (opt.mmio)
+        find_mmio_device();
+    else
+        find_pci_device();
 
     /* §3.1.1 */
     if (!device_init(""))
@@ -1868,6 +2164,7 @@ void vbt_main(uint32_t mbi_addr)
     case M_DISCARD: test_discard(); break;
     case M_RESET: test_reset(); break;
     case M_WRAP: test_wrap(); break;
+    case M_BENCH: test_bench(); break;
     }
     result(device_reset(), "reset at the end: device_status reads 0");
     finish();

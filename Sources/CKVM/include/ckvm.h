@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <signal.h>
 #include "ckvm_storage.h"
+#include "ckvm_net.h"
 
 // MARK: - Request numbers (Documentation/virt/kvm/api.rst, section 4)
 
