@@ -8,6 +8,23 @@
 // refcount table. A check that fails is a `.invalidImage` naming the
 // structure, never a trap.
 
+/// Where the allocated parts of a read are in the file: filled under the
+/// lock by `Qcow2Engine.planRead`, read by `Qcow2Image.read` without it.
+/// A fixed number of extents on the stack: no allocation per request.
+struct Qcow2ReadPlan {
+    struct Extent {
+        /// Byte offset in the request's buffer, and length.
+        var start = 0
+        var length = 0
+        /// Where those bytes are in the file.
+        var host: UInt64 = 0
+    }
+
+    static let capacity = 16
+    var extents = InlineArray<16, Extent>(repeating: Extent())
+    var count = 0
+}
+
 /// One open qcow2 image's metadata and buffers. Not thread-safe.
 final class Qcow2Engine {
     let file: Qcow2File
@@ -215,11 +232,21 @@ final class Qcow2Engine {
 
     // MARK: - Reads
 
-    /// Reads guest bytes [offset, offset + buffer.count), which the caller
-    /// has checked against the size.
-    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(BlockError) {
+    /// Maps guest bytes [offset + start, offset + buffer.count) for a read,
+    /// which the caller has checked against the size. Unallocated, zero and
+    /// compressed pieces are filled in `buffer` here; standard clusters,
+    /// coalesced while host-contiguous, become extents in `plan` for the
+    /// caller to pread *after* releasing the lock, so that reads of
+    /// allocated data run in parallel (the file descriptor and the data are
+    /// not metadata; clusters are never reused for other guest data, so a
+    /// stale extent can only meet a concurrent write to the same range,
+    /// whose outcome is undefined for the guest anyway). Stops early when
+    /// `plan` is full; returns how far the buffer is filled or planned.
+    func planRead(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, from start: Int,
+                  plan: inout Qcow2ReadPlan) throws(BlockError) -> Int {
         let cs = geometry.clusterSize
-        var done = 0
+        var done = start
+        plan.count = 0
         while done < buffer.count {
             let pos = offset + UInt64(done)
             let cluster = pos / cs
@@ -232,6 +259,7 @@ final class Qcow2Engine {
             case .zero:
                 piece.initializeMemory(as: UInt8.self, repeating: 0)
             case .standard(let host, _):
+                guard plan.count < Qcow2ReadPlan.capacity else { return done }
                 try checkData(host, cluster: cluster)
                 // Coalesce the following clusters while they are contiguous on the host.
                 var next = cluster + 1
@@ -242,7 +270,8 @@ final class Qcow2Engine {
                     next += 1
                     hostEnd += cs
                 }
-                try file.read(at: host + inCluster, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + count)]))
+                plan.extents[plan.count] = Qcow2ReadPlan.Extent(start: done, length: count, host: host + inCluster)
+                plan.count += 1
             case .compressed(let off, let length):
                 try decompressor.decompress(offset: off, length: length, file: file)
                 decompressor.output.withUnsafeBytes { src in
@@ -251,6 +280,7 @@ final class Qcow2Engine {
             }
             done += count
         }
+        return done
     }
 
     /// Fills `clusterBuffer` with guest cluster `cluster`'s current contents

@@ -68,7 +68,22 @@ public final class Qcow2Image: BlockBackend {
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(BlockError) {
         try checkRange(.read, offset: offset, length: UInt64(buffer.count))
-        try withEngine(.read) { (e) throws(BlockError) in try e.read(at: offset, into: buffer) }
+        guard let base = buffer.baseAddress else { return }
+        // Map under the lock, read the allocated data without it (see planRead).
+        var plan = Qcow2ReadPlan()
+        var done = 0
+        while done < buffer.count {
+            let (next, fd) = try engine.withLock { (e: inout Qcow2Engine?) throws(BlockError) -> (Int, Int32) in
+                guard let engine = e else { throw .closed(operation: .read) }
+                return (try engine.planRead(at: offset, into: buffer, from: done, plan: &plan), engine.file.descriptor)
+            }
+            for i in 0..<plan.count {
+                let x = plan.extents[i]
+                // SAFETY: planRead made [start, start + length) a part of the buffer.
+                try preadAll(fd, base + x.start, count: x.length, offset: x.host, operation: .read)
+            }
+            done = next
+        }
     }
 
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(BlockError) {
