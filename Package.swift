@@ -28,8 +28,10 @@ let package = Package(
         .target(name: "VirtioQueue", dependencies: ["Memory"]),
         // The PCI host bridge (ports 0xCF8-0xCFF), configuration spaces, BARs, MSI-X.
         .target(name: "PCI", dependencies: ["Devices"]),
-        // Disk images: the BlockBackend protocol and the raw-file backend.
-        .target(name: "Storage", dependencies: ["CKVM"]),
+        // zlib and zstd for qcow2's compressed clusters. No logic.
+        .target(name: "CCompression", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("zstd")]),
+        // Disk images: the BlockBackend protocol, the raw and qcow2 backends, `skvm img`'s logic.
+        .target(name: "Storage", dependencies: ["CKVM", "CCompression"]),
         // Host network endpoints: the NetBackend protocol and tap devices.
         .target(name: "Network", dependencies: ["CKVM"]),
         // Virtio device models and transports.
@@ -48,7 +50,7 @@ let package = Package(
         .executableTarget(
             name: "skvm",
             dependencies: [
-                "VMM", "KVM", "CKVM", "Boot", "Bench", "CAllocationCounter",
+                "VMM", "KVM", "CKVM", "Boot", "Bench", "CAllocationCounter", "Storage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "TestSupport", dependencies: ["Memory", "Devices", "VirtioQueue", "Storage"], path: "Tests/TestSupport"),

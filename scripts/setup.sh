@@ -8,6 +8,8 @@
 #   qemu-utils        qemu-img, for qcow2 interop tests
 #   iproute2          ip netns, for network tests
 #   e2fsprogs         mkfs.ext4 and e2fsck, for the Linux disk tests
+#   zlib1g-dev        zlib headers: qcow2 compressed clusters (deflate)
+#   libzstd-dev       zstd headers: qcow2 compressed clusters (compression_type=zstd)
 #
 # Swift itself is expected at /opt/swift (or on PATH).
 set -euo pipefail
@@ -20,6 +22,8 @@ command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+[ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
+[ -f /usr/include/zstd.h ] || need+=(libzstd-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"

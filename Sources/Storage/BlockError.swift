@@ -36,6 +36,13 @@ public enum BlockError: Error, Equatable, Sendable, CustomStringConvertible {
     case sizeNotMultiple(path: String, size: UInt64, multiple: Int)
     /// `cache=none` was asked for but the filesystem refuses O_DIRECT.
     case directIOUnsupported(path: String, errno: Int32)
+    /// The image's metadata is inconsistent, out of bounds or hostile
+    /// (`reason` says which structure and why). Also thrown by a request
+    /// that meets such metadata.
+    case invalidImage(path: String, reason: String)
+    /// The image is valid but uses a feature skvm does not implement
+    /// (`reason` names it: encryption, an unknown incompatible bit, ...).
+    case unsupportedImage(path: String, reason: String)
 
     // MARK: Requests
 
@@ -79,6 +86,10 @@ public enum BlockError: Error, Equatable, Sendable, CustomStringConvertible {
         case .directIOUnsupported(let path, let e):
             return "disk image '\(path)': the filesystem refuses direct I/O (O_DIRECT: \(errorString(e)));"
                 + " use cache=writeback or put the image on a filesystem such as ext4 or xfs"
+        case .invalidImage(let path, let reason):
+            return "disk image '\(path)' is invalid: \(reason)"
+        case .unsupportedImage(let path, let reason):
+            return "disk image '\(path)' is not supported: \(reason)"
         case .outOfRange(let op, let offset, let length, let size):
             let (_, overflow) = offset.addingReportingOverflow(length)
             let what = "\(op.rawValue) of \(length) bytes at offset \(offset)"

@@ -366,15 +366,13 @@ public final class Machine: Sendable {
         self.runners = runners
     }
 
-    /// Opens a --disk's image (raw files and block devices; qcow2 is refused clearly until it exists).
+    /// Opens a --disk's image: raw files and block devices, or qcow2 (format=qcow2, or format=auto and the "QFI\xfb" magic).
     static func openDisk(_ disk: DiskConfig) throws(VMMError) -> any BlockBackend {
-        if disk.format != .raw {
-            let magic = readInputFileHead(disk.path, count: 4)
-            if magic == [0x51, 0x46, 0x49, 0xFB] || disk.format == .qcow2 {
-                throw VMMError("disk '\(disk.path)': qcow2 images are not supported yet; convert with qemu-img convert -O raw, or give format=raw for a raw file", status: ExitStatus.usage)
-            }
-        }
+        var isQcow2 = disk.format == .qcow2
+        if disk.format == .auto { isQcow2 = readInputFileHead(disk.path, count: 4) == [0x51, 0x46, 0x49, 0xFB] }
         do {
+            // qcow2 goes through the page cache whatever cache= says; flush makes it durable (docs/qcow2.md).
+            if isQcow2 { return try Qcow2Image(path: disk.path, readOnly: disk.readOnly) }
             return try RawImage(path: disk.path, readOnly: disk.readOnly, cache: disk.cache == .none ? .none : .writeback)
         } catch {
             throw VMMError("\(error)", status: ExitStatus.usage)  // the message names the image

@@ -17,7 +17,7 @@ struct SKVM: ParsableCommand {
             Start with 'skvm check' to see whether this machine can run VMs and what kind of \
             KVM it has, then 'skvm run --kernel FILE'. Each subcommand has its own --help.
             """,
-        subcommands: [Run.self, Check.self, BenchCommand.self])
+        subcommands: [Run.self, Check.self, BenchCommand.self, Img.self])
 
     /// Runs the command, printing errors as one line: "skvm: <problem>".
     static func main() {
