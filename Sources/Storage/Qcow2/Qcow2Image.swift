@@ -8,10 +8,12 @@
 // chain), Qcow2Engine (validation and reads), Qcow2Writer (writes, zeroes,
 // discard, flush and their crash-safe order). docs/qcow2.md is the guide.
 //
-// One mutex serialises all requests on an image: metadata updates are
-// read-modify-write sequences across the L1 table, L2 tables and refcount
-// blocks, and one lock makes their ordering argument simple. The I/O thread
-// is the only user on the hot path, so the lock is uncontended there.
+// One mutex serialises the metadata work of all requests on an image:
+// updates are read-modify-write sequences across the L1 table, L2 tables and
+// refcount blocks, and one lock keeps their ordering argument simple. Reads
+// take it only to map their range; the data of allocated clusters is read
+// after it is released (Qcow2Engine.planRead), so that several of
+// virtio-blk's workers read at once.
 
 import Synchronization
 
