@@ -11,9 +11,9 @@
 // One mutex serialises the metadata work of all requests on an image:
 // updates are read-modify-write sequences across the L1 table, L2 tables and
 // refcount blocks, and one lock keeps their ordering argument simple. Reads
-// take it only to map their range; the data of allocated clusters is read
-// after it is released (Qcow2Engine.planRead), so that several of
-// virtio-blk's workers read at once.
+// and in-place writes take it only to map their range; the data of
+// allocated clusters moves after it is released (Qcow2Engine.planRead,
+// planWrite), so that several of virtio-blk's workers work at once.
 
 import Synchronization
 
@@ -91,7 +91,22 @@ public final class Qcow2Image: BlockBackend {
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(BlockError) {
         guard !readOnly else { throw .readOnly(operation: .write) }
         try checkRange(.write, offset: offset, length: UInt64(buffer.count))
-        try withEngine(.write) { (e) throws(BlockError) in try e.write(at: offset, from: buffer) }
+        guard let base = buffer.baseAddress else { return }
+        // Allocating writes under the lock; in-place ones after it (see planWrite).
+        var plan = Qcow2ReadPlan()
+        var done = 0
+        while done < buffer.count {
+            let (next, fd) = try engine.withLock { (e: inout Qcow2Engine?) throws(BlockError) -> (Int, Int32) in
+                guard let engine = e else { throw .closed(operation: .write) }
+                return (try engine.planWrite(at: offset, from: buffer, from: done, plan: &plan), engine.file.descriptor)
+            }
+            for i in 0..<plan.count {
+                let x = plan.extents[i]
+                // SAFETY: planWrite made [start, start + length) a part of the buffer.
+                try pwriteAll(fd, base + x.start, count: x.length, offset: x.host, operation: .write)
+            }
+            done = next
+        }
     }
 
     public func flush() throws(BlockError) {
