@@ -58,3 +58,27 @@ struct NetTapTests {
                                          containing: "--net fd=99: not an open tap descriptor")
     }
 }
+
+@Suite("--net fd=N", .enabled(if: Harness.runKVMTests && NetNamespace.runTests, "needs /dev/kvm, root and iproute2"), .serialized)
+struct NetFDTests {
+    @Test("a tap descriptor opened by the parent (libvirt's way) is adopted: the guest's driver finds the NIC with the MAC given and link up")
+    func adoptsParentDescriptor() throws {
+        _ = try requireGuest("virtio-net-test.elf")
+        let ns = try NetNamespace()
+        // The parent: open /dev/net/tun, TUNSETIFF tap0 with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, then exec skvm with the descriptor.
+        let parent = """
+            import fcntl, os, struct, sys
+            fd = os.open("/dev/net/tun", os.O_RDWR)
+            fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", b"tap0", 0x0002 | 0x1000 | 0x4000))
+            os.set_inheritable(fd, True)
+            skvm = sys.argv[1]
+            os.execv(skvm, [skvm, "run", "--no-input", "--quiet", "--kernel", "guests/build/virtio-net-test.elf",
+                            "--append", "test=info", "--net", "fd=%d,mac=52:54:00:aa:bb:cc" % fd])
+            """
+        let r = try NetNamespace.run("/usr/bin/env", ["-C", Harness.root.path] + ns.exec + ["python3", "-c", parent, Harness.skvm])
+        #expect(r.status == 1, "\(r.output)")
+        #expect(r.output.contains("virtio-net-test: config: MAC 52:54:00:aa:bb:cc"), "\(r.output)")
+        #expect(r.output.contains("link up"), "\(r.output)")
+        #expect(try ns.links().contains("tap0"), "the pre-created tap is left in place")
+    }
+}

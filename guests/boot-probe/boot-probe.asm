@@ -134,6 +134,7 @@
 
 %include "serial.inc"                   ; PRINT, 32-bit serial_puts
 %include "serial64.inc"                 ; lm_putc, lm_puts, lm_puthex64, lm_putdec64, lm_puttoken
+%include "idt64.inc"                    ; BUILD_IDT, EXCEPTION_STUBS, ISR_TABLE
 
 ; ---- where things are --------------------------------------------------------
 PM_BASE             equ 0x1000000       ; pref_address / PT_LOAD: 16 MiB
@@ -677,23 +678,9 @@ lock_release:
 
 ; build_idt: 32 interrupt gates for the exceptions (SDM Vol. 3A, 7.14.1
 ; "64-Bit Mode IDT"): offset 15:0, selector, IST 0, type 0x8E (present,
-; DPL 0, 64-bit interrupt gate), offset 31:16, offset 63:32.
+; DPL 0, 64-bit interrupt gate), offset 31:16, offset 63:32 (idt64.inc).
 build_idt:
-    lea rdi, [rel idt]
-    lea rsi, [rel isr_table]
-    xor ecx, ecx
-.gate:
-    mov eax, [rsi + rcx * 4]            ; handler (below 4 GiB)
-    mov [rdi], ax
-    mov word [rdi + 2], CODE64_SEL
-    mov word [rdi + 4], 0x8E00
-    shr eax, 16
-    mov [rdi + 6], ax
-    mov qword [rdi + 8], 0
-    add rdi, 16
-    inc ecx
-    cmp ecx, 32
-    jb .gate
+    BUILD_IDT idt, isr_table, 32, CODE64_SEL
     ret
 
 ; load_tables: our GDT (reloading every segment register) and the IDT.
@@ -715,27 +702,13 @@ load_tables:
     ret
 
 ; The exception stubs push a dummy error code where the CPU pushes none
-; (it does for 8, 10-14, 17, 21, 29, 30), then the vector.
-%define HAS_ERROR_CODE(v) ((v) == 8 || ((v) >= 10 && (v) <= 14) || (v) == 17 || (v) == 21 || (v) == 29 || (v) == 30)
-%assign v 0
-%rep 32
-isr_%[v]:
-  %if !HAS_ERROR_CODE(v)
-    push 0
-  %endif
-    push v
-    jmp exception
-%assign v v + 1
-%endrep
+; (it does for 8, 10-14, 17, 21, 29, 30), then the vector (idt64.inc).
+    EXCEPTION_STUBS 32, exception
 
     section .rodata
     align 4
 isr_table:
-%assign v 0
-%rep 32
-    dd isr_%[v]
-%assign v v + 1
-%endrep
+    ISR_TABLE 32
     section .text
 
 ; exception: [RSP] = vector, [RSP+8] = error code, [RSP+16] = RIP.

@@ -8,7 +8,9 @@
 ;     with PT_USER defined so every page-table level has US = 1: user code
 ;     may touch all of the first 1 GiB. (A real kernel would of course keep
 ;     its own pages supervisor-only; this is a test, not an OS.)
-;  2. At CPL 0, builds the descriptor tables user mode needs and loads them:
+;  2. At CPL 0, builds the descriptor tables user mode needs and loads them
+;     (the code and the tables are in common/usermode.inc, shared with the
+;     other user-mode guests; its opening comment has the details):
 ;       a new GDT: kernel code/data (DPL 0), user data/code (DPL 3) and a
 ;                  64-bit TSS descriptor;
 ;       the TSS:   its RSP0 field = the kernel stack. When an interrupt or
@@ -58,7 +60,8 @@
 ;   - RFLAGS.IOPL = 3, so on a normal VT-x/AMD-V host (and in QEMU's
 ;     emulator) user mode may use every port;
 ;   - a bitmap granting exactly the ports we use (0xF4-0xF7 and COM1's
-;     0x3F8-0x3FF), everything else denied.
+;     0x3F8-0x3FF), everything else denied: IO_PERMISSION_BITMAP below,
+;     placed in the TSS by common/usermode.inc.
 ; The bitmap is not decoration. On the host this book was written on, KVM
 ; is PVM (a "pagetable-based" KVM that runs guest user mode as an ordinary
 ; host process at hardware CPL 3). Hardware IOPL there always stays 0 --
@@ -85,18 +88,9 @@
 ; the real-mode vector table at address 0), and an exception would jump
 ; through garbage. Interrupts cannot arrive: RFLAGS.IF = 0 at CPL 3.
 ;
-; Segment layout (SDM Vol. 3A, "Segment Descriptors", "TSS Descriptor in
-; 64-bit mode", "Task-State Segment (TSS)" in "Task Management in 64-bit
-; Mode"):
-;   0x00 null
-;   0x08 kernel code, 64-bit, DPL 0    0x00AF9A000000FFFF
-;   0x10 kernel data, DPL 0            0x00CF92000000FFFF
-;   0x18 user data, DPL 3              0x00CFF2000000FFFF   selector 0x1B
-;   0x20 user code, 64-bit, DPL 3      0x00AFFA000000FFFF   selector 0x23
-;   0x28 TSS (16 bytes in long mode)                        selector 0x28
-; (User data before user code is the order SYSRET requires; we use IRETQ,
-; but it costs nothing to follow the convention.) The DPL is bits 14:13 of
-; the access byte: 0x9A/0x92 at DPL 0 become 0xFA/0xF2 at DPL 3.
+; Segment layout: common/usermode.inc has the table (kernel code 0x08 and
+; data 0x10 at DPL 0, user data 0x1B and code 0x23 at DPL 3, the TSS at
+; 0x28) and the descriptor values, explained.
 ;
 ; Expected serial output (skvm and QEMU alike):
 ;     cpl3: multiboot OK, switching to long mode
@@ -114,76 +108,32 @@
 %include "longmode.inc"
 %include "serial64.inc"
 
-KCODE_SEL           equ 0x08
-KDATA_SEL           equ 0x10
-UDATA_SEL           equ 0x18 | 3        ; RPL 3
-UCODE_SEL           equ 0x20 | 3
-TSS_SEL             equ 0x28
+; The I/O permission bitmap: one bit per port, 0 = allowed, 1 = #GP. It
+; covers ports 0x000-0x3FF (128 bytes); ports beyond the TSS limit are
+; denied. usermode.inc puts it in the TSS and adds the extra byte of all
+; ones the SDM requires (the CPU may read two bytes at a time).
+%macro IO_PERMISSION_BITMAP 0
+    times 0xF4 / 8 db 0xFF              ; ports 0x000-0x0EF: denied
+    db 0x0F                             ; 0x0F0-0x0F3 denied, 0x0F4-0x0F7 allowed
+    times 0x3F8 / 8 - 0xF4 / 8 - 1 db 0xFF  ; ports 0x0F8-0x3F7: denied
+    db 0x00                             ; ports 0x3F8-0x3FF (COM1): allowed
+%endmacro
+%include "usermode.inc"                 ; the GDT, the TSS, load_user_tables
 
 USER_RFLAGS         equ 0x3002          ; IOPL = 3, IF = 0, reserved bit 1
 USER_STACK_SIZE     equ 16384
-
-TSS_RSP0            equ 4               ; offset of RSP0 in the 64-bit TSS
 
 XORSHIFT_SEED       equ 88172645463325252       ; Marsaglia (2003), 0x0139408DCBBF7A44
 XORSHIFT_STEPS      equ 10000000
 XORSHIFT_EXPECTED   equ 0x2A2EDEEF160A3819
 
-; ---- descriptor tables --------------------------------------------------------
+; ---- the empty IDT ----------------------------------------------------------
     section .data
-    align 16
-gdt64:
-    dq 0                                ; 0x00 null
-    dq 0x00AF9A000000FFFF               ; 0x08 kernel code, L = 1, DPL 0
-    dq 0x00CF92000000FFFF               ; 0x10 kernel data, DPL 0
-    dq 0x00CFF2000000FFFF               ; 0x18 user data, DPL 3
-    dq 0x00AFFA000000FFFF               ; 0x20 user code, L = 1, DPL 3
-gdt64_tss:                              ; 0x28 TSS descriptor, 16 bytes:
-    dw tss_end - tss - 1                ;   limit 15:0 (TSS + bitmap)
-    dw 0                                ;   base 15:0     } filled in at run
-    db 0                                ;   base 23:16    } time: see below
-    db 0x89                             ;   P = 1, DPL 0, type 9 = 64-bit TSS
-    db 0x00                             ;   G = 0, limit 19:16 = 0
-    db 0                                ;   base 31:24    }
-    dd 0                                ;   base 63:32 (0: we live below 4 GiB)
-    dd 0                                ;   reserved, must be 0
-gdt64_end:
-
-    align 4
-    dw 0                                ; pad: keep the 8-byte base aligned
-gdt64_descriptor:                       ; LGDT operand in 64-bit mode: 10 bytes
-    dw gdt64_end - gdt64 - 1
-    dd gdt64                            ; base, low half (ELF32 has no 64-bit
-    dd 0                                ;   relocation), high half = 0
-
     align 4
     dw 0
 empty_idt_descriptor:                   ; limit 0: no gate is valid
     dw 0
     dq 0
-
-    align 16
-tss:                                    ; the 64-bit TSS: 104 bytes + bitmap
-    dd 0                                ; 0   reserved
-    dq 0                                ; 4   RSP0 (filled in at run time)
-    dq 0                                ; 12  RSP1
-    dq 0                                ; 20  RSP2
-    dq 0                                ; 28  reserved
-    times 7 dq 0                        ; 36  IST1..IST7 (unused)
-    dq 0                                ; 92  reserved
-    dw 0                                ; 100 reserved
-    dw iomap - tss                      ; 102 I/O map base: offset of iomap
-; The I/O permission bitmap: one bit per port, 0 = allowed, 1 = #GP. It
-; covers ports 0x000-0x3FF (128 bytes); ports beyond the TSS limit are
-; denied. The CPU may read two bytes at a time, so the SDM requires one
-; extra byte of all ones after the map.
-iomap:
-    times 0xF4 / 8 db 0xFF              ; ports 0x000-0x0EF: denied
-    db 0x0F                             ; 0x0F0-0x0F3 denied, 0x0F4-0x0F7 allowed
-    times 0x3F8 / 8 - 0xF4 / 8 - 1 db 0xFF  ; ports 0x0F8-0x3F7: denied
-    db 0x00                             ; ports 0x3F8-0x3FF (COM1): allowed
-    db 0xFF                             ; the required terminating byte
-tss_end:
 
     section .bss
     alignb 16
@@ -204,38 +154,11 @@ kmain32:
 kmain64:
     PRINT "cpl3: in 64-bit long mode at CPL 0, loading GDT, TSS and an empty IDT", 10
 
-    ; The TSS base is only known at link time and is scattered over three
-    ; descriptor fields; the assembler cannot shift a relocatable address,
-    ; so we split it at run time.
-    mov eax, tss
-    mov [rel gdt64_tss + 2], ax         ; base 15:0
-    shr eax, 16
-    mov [rel gdt64_tss + 4], al         ; base 23:16
-    mov [rel gdt64_tss + 7], ah         ; base 31:24
-
-    ; RSP0: where the CPU will switch the stack on an event from CPL 3.
-    mov eax, boot_stack_top
-    mov [rel tss + TSS_RSP0], rax
-
-    lgdt [rel gdt64_descriptor]
-
-    ; Reload CS from the new GDT. There is no far JMP with a 64-bit target,
-    ; so push selector and address and "return" to them with a far RET.
-    push KCODE_SEL
-    lea rax, [rel .new_cs]
-    push rax
-    retfq
-.new_cs:
-    mov ax, KDATA_SEL
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    xor eax, eax                ; FS/GS unused: the null selector
-    mov fs, ax
-    mov gs, ax
-
-    mov ax, TSS_SEL
-    ltr ax                      ; TR = our TSS (descriptor type 9 -> 11, busy)
+    ; The GDT with user segments, the TSS (RSP0 = the kernel stack, the I/O
+    ; bitmap) and TR: see common/usermode.inc, which explains each step (the
+    ; TSS base split over three descriptor fields, the far return that
+    ; reloads CS, LTR marking the TSS busy).
+    call load_user_tables
 
     lidt [rel empty_idt_descriptor]   ; the guard: any fault = triple fault
 

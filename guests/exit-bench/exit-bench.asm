@@ -90,7 +90,7 @@
 ;     reach its code, data, stack and the MMIO pages; the top GiB (the MMIO
 ;     hole) is then made uncacheable (PCD = PWT = 1), as MMIO must be;
 ;   - a GDT with kernel and user segments and a 64-bit TSS (RSP0 and the
-;     I/O permission bitmap), as in cpl3.asm;
+;     I/O permission bitmap), as in cpl3.asm (common/usermode.inc);
 ;   - an IDT with all 256 vectors: vector 0x40 is the APIC timer (for
 ;     kind=hlt), 0xFF the APIC spurious vector (ignored), and every other
 ;     vector prints
@@ -148,16 +148,22 @@
 %include "boot32.inc"
 %include "longmode.inc"
 %include "serial64.inc"
+%include "idt64.inc"
 
-; ---- segments (same layout as cpl3.asm) ---------------------------------------
-KCODE_SEL           equ 0x08
-KDATA_SEL           equ 0x10
-UDATA_SEL           equ 0x18 | 3        ; RPL 3
-UCODE_SEL           equ 0x20 | 3
-TSS_SEL             equ 0x28
+; ---- segments: common/usermode.inc (the layout of cpl3.asm) ------------------
+; The I/O permission bitmap (usermode.inc explains the format and adds the
+; final 0xFF byte): it covers 0x000-0x5FF; ports past its end are denied.
+%macro IO_PERMISSION_BITMAP 0
+    times 0xF0 / 8 db 0xFF              ; 0x000-0x0EF denied
+    db 0x0F                             ; 0x0F0-0x0F3 denied, 0x0F4-0x0F7 (debug-exit) allowed
+    times 0x3F8 / 8 - 0xF8 / 8 db 0xFF  ; 0x0F8-0x3F7 denied
+    db 0x00                             ; 0x3F8-0x3FF (COM1) allowed
+    times 0x5E0 / 8 - 0x400 / 8 db 0xFF ; 0x400-0x5DF denied
+    times 0x600 / 8 - 0x5E0 / 8 db 0x00 ; 0x5E0-0x5FF (bench ports) allowed
+%endmacro
+%include "usermode.inc"                 ; KCODE_SEL ... TSS_SEL, load_user_tables
 USER_RFLAGS         equ 0x0002          ; IOPL = 0, IF = 0, reserved bit 1
 USER_STACK_SIZE     equ 16384
-TSS_RSP0            equ 4               ; offset of RSP0 in the 64-bit TSS
 
 ; ---- the report protocol ------------------------------------------------------
 REPORT_LOW_PORT     equ 0x5F8           ; low half of a batch's cycles
@@ -191,9 +197,6 @@ SPURIOUS_VECTOR     equ 0xFF
 PIC1_DATA           equ 0x21            ; 8259 interrupt mask registers
 PIC2_DATA           equ 0xA1
 
-; ---- paging: the MMIO hole uncached -------------------------------------------
-PTE_PWT             equ 1 << 3
-PTE_PCD             equ 1 << 4
 
 ; ---- command-line defaults ------------------------------------------------------
 DEFAULT_CPL         equ 3
@@ -248,69 +251,17 @@ bench_batch:    dd 0
 pat_low:        dd 0                    ; IA32_PAT as read before the loop
 pat_high:       dd 0
 
-; ---- descriptor tables ----------------------------------------------------------
-    align 16
-gdt64:
-    dq 0                                ; 0x00 null
-    dq 0x00AF9A000000FFFF               ; 0x08 kernel code, L = 1, DPL 0
-    dq 0x00CF92000000FFFF               ; 0x10 kernel data, DPL 0
-    dq 0x00CFF2000000FFFF               ; 0x18 user data, DPL 3
-    dq 0x00AFFA000000FFFF               ; 0x20 user code, L = 1, DPL 3
-gdt64_tss:                              ; 0x28 TSS descriptor, 16 bytes
-    dw tss_end - tss - 1                ;   limit 15:0 (TSS + bitmap)
-    dw 0                                ;   base 15:0     } filled in at
-    db 0                                ;   base 23:16    } run time
-    db 0x89                             ;   P = 1, DPL 0, type 9 = 64-bit TSS
-    db 0x00                             ;   G = 0, limit 19:16 = 0
-    db 0                                ;   base 31:24    }
-    dd 0                                ;   base 63:32
-    dd 0                                ;   reserved
-gdt64_end:
-
-    align 4
-    dw 0                                ; pad: keep the 8-byte base aligned
-gdt64_descriptor:                       ; LGDT operand in 64-bit mode
-    dw gdt64_end - gdt64 - 1
-    dd gdt64, 0
-
+; ---- the IDT --------------------------------------------------------------------
     align 4
     dw 0
 idt_descriptor:                         ; LIDT operand: 256 gates of 16 bytes
     dw 256 * 16 - 1
     dd idt, 0
 
-    align 16
-tss:                                    ; 64-bit TSS (SDM Vol. 3A, "Task
-    dd 0                                ;   Management in 64-bit Mode")
-    dq 0                                ; 4   RSP0 (filled in at run time)
-    dq 0, 0                             ; 12  RSP1, RSP2
-    dq 0                                ; 28  reserved
-    times 7 dq 0                        ; 36  IST1..IST7 (unused)
-    dq 0                                ; 92  reserved
-    dw 0                                ; 100 reserved
-    dw iomap - tss                      ; 102 I/O map base address
-; I/O permission bitmap (SDM Vol. 1, "I/O Permission Bit Map"): bit n is
-; port n, 0 = allowed. Byte k holds ports 8k..8k+7. It covers 0x000-0x5FF;
-; ports past the end of the TSS are denied. The CPU reads two bytes for
-; each check, so a final 0xFF byte must follow the map.
-iomap:
-    times 0xF0 / 8 db 0xFF              ; 0x000-0x0EF denied
-    db 0x0F                             ; 0x0F0-0x0F3 denied, 0x0F4-0x0F7 (debug-exit) allowed
-    times 0x3F8 / 8 - 0xF8 / 8 db 0xFF  ; 0x0F8-0x3F7 denied
-    db 0x00                             ; 0x3F8-0x3FF (COM1) allowed
-    times 0x5E0 / 8 - 0x400 / 8 db 0xFF ; 0x400-0x5DF denied
-    times 0x600 / 8 - 0x5E0 / 8 db 0x00 ; 0x5E0-0x5FF (bench ports) allowed
-    db 0xFF                             ; the required terminating byte
-tss_end:
-
 ; isr_table[v] = the handler for vector v, copied into the IDT at run time.
 ; Every vector without a purpose of its own gets a 2- or 3-instruction stub
-; that pushes the vector number (and a dummy 0 where the CPU pushes no
-; error code) and jumps to `unexpected`. The CPU pushes an error code for
-; vectors 8 (#DF), 10-14 (#TS, #NP, #SS, #GP, #PF), 17 (#AC), 21 (#CP),
-; 29 (#VC) and 30 (#SX) (SDM Vol. 3A, "Exception and Interrupt Reference";
-; table "Protected-Mode Exceptions and Interrupts").
-%define HAS_ERROR_CODE(v) ((v) == 8 || ((v) >= 10 && (v) <= 14) || (v) == 17 || (v) == 21 || (v) == 29 || (v) == 30)
+; (idt64.inc's EXCEPTION_STUBS) that pushes the vector number (and a dummy
+; 0 where the CPU pushes no error code) and jumps to `unexpected`.
 
     align 4
 isr_table:
@@ -346,7 +297,7 @@ kmain32:
 
 kmain64:
     call load_tables                    ; GDT, TSS, IDT: faults are reported from now on
-    call uncache_mmio_hole
+    call uncache_top_gib                ; the MMIO hole uncached (longmode.inc)
     call parse_command_line             ; fills bench_*; exits with v = 1 on errors
 
     ; ---- the start line ----
@@ -386,74 +337,13 @@ kmain64:
     push bench_run                      ; RIP
     iretq
 
-; load_tables: our GDT (with user segments and the TSS), TR, and the IDT.
+; load_tables: our GDT (with user segments and the TSS) and TR
+; (usermode.inc's load_user_tables), and the IDT: 256 interrupt gates
+; (idt64.inc's BUILD_IDT; SDM Vol. 3A, "64-Bit Mode IDT").
 load_tables:
-    ; The TSS base is scattered over three descriptor fields (see cpl3.asm).
-    mov eax, tss
-    mov [rel gdt64_tss + 2], ax         ; base 15:0
-    shr eax, 16
-    mov [rel gdt64_tss + 4], al         ; base 23:16
-    mov [rel gdt64_tss + 7], ah         ; base 31:24
-    mov eax, boot_stack_top             ; RSP0: the stack for events from CPL 3
-    mov [rel tss + TSS_RSP0], rax
-
-    lgdt [rel gdt64_descriptor]
-    push KCODE_SEL                      ; reload CS with a far return (no far
-    lea rax, [rel .new_cs]              ;   JMP takes a 64-bit target); it
-    push rax                            ;   pops these two, and our own
-    retfq                               ;   return address is on top again
-.new_cs:
-    mov ax, KDATA_SEL
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    xor eax, eax                        ; FS, GS unused: null selector
-    mov fs, ax
-    mov gs, ax
-    mov ax, TSS_SEL
-    ltr ax                              ; TR = our TSS (type 9 -> 11, busy)
-
-    ; The IDT: 256 interrupt gates (SDM Vol. 3A, "64-Bit Mode IDT"; 16 bytes:
-    ;   0  offset 15:0      2  code selector     4  IST (0: no stack switch
-    ;   5  type 0x8E = P, DPL 0, 64-bit interrupt gate (IF = 0 in handlers)
-    ;   6  offset 31:16     8  offset 63:32      12 reserved).
-    lea rdi, [rel idt]
-    lea rsi, [rel isr_table]
-    mov ecx, 256
-.gate:
-    mov eax, [rsi]                      ; handler address (below 4 GiB)
-    mov [rdi], ax                       ; offset 15:0
-    mov word [rdi + 2], KCODE_SEL
-    mov word [rdi + 4], 0x8E00          ; byte 4 = IST 0, byte 5 = 0x8E
-    shr eax, 16
-    mov [rdi + 6], ax                   ; offset 31:16
-    mov qword [rdi + 8], 0              ; offset 63:32 = 0, reserved = 0
-    add rsi, 4
-    add rdi, 16
-    dec ecx
-    jnz .gate
+    call load_user_tables
+    BUILD_IDT idt, isr_table, 256, KCODE_SEL
     lidt [rel idt_descriptor]
-    ret
-
-; uncache_mmio_hole: longmode.inc mapped all 4 GiB as ordinary write-back
-; memory. Device registers must not be cached (a cached read could return a
-; stale value, a write could linger in the cache), so set PCD and PWT in
-; the 512 entries of the fourth page directory (3 GiB - 4 GiB, where the
-; MMIO hole, our bench pages and the APIC live). With the power-on PAT,
-; PAT index PCD*2 + PWT = 3 selects UC, uncacheable (SDM Vol. 3A, "PAT
-; Indexing"). A VMM traps these accesses whatever their memory type; the
-; point is to build the page tables a real kernel would. Changing live page
-; table entries requires flushing the TLB, which writing CR3 does.
-uncache_mmio_hole:
-    lea rdi, [rel pd + 3 * 4096]        ; PD for 3 GiB .. 4 GiB
-    mov ecx, 512
-.entry:
-    or dword [rdi], PTE_PCD | PTE_PWT
-    add rdi, 8
-    dec ecx
-    jnz .entry
-    mov rax, cr3
-    mov cr3, rax                        ; flush the TLB
     ret
 
 ; =============================================================================
@@ -957,16 +847,7 @@ spurious_isr:
 
 ; One stub per other vector: make the stack look the same for all of them
 ; (error code, or a dummy 0, then the vector), then `unexpected`.
-%assign v 0
-%rep 256
-isr_%[v]:
-  %if !HAS_ERROR_CODE(v)
-    push 0                              ; the CPU pushed no error code
-  %endif
-    push v
-    jmp unexpected
-%assign v v + 1
-%endrep
+    EXCEPTION_STUBS 256, unexpected
 
 ; unexpected: stack = vector, error code, then the CPU's frame: RIP, CS,
 ; RFLAGS, RSP, SS (SDM Vol. 3A, "64-Bit Mode Stack Frame"). Print which

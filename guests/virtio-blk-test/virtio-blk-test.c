@@ -14,8 +14,19 @@
  * lists the exact output of each mode.
  *
  * All of it runs in 64-bit user mode (CPL 3), which KVM runs natively even
- * where CPL 0 is emulated (PVM); entry.asm gets there and grants the ports.
- * The driver never takes an interrupt: it polls the used ring.
+ * where CPL 0 is emulated (PVM); virtio-common/entry.asm gets there and
+ * grants the ports. The driver never takes an interrupt: it polls the used
+ * ring.
+ *
+ * Where the code is: what does not depend on the device type lives in
+ * virtio-common/ and is shared with virtio-net-test: guest.h/guest.c (the
+ * machine, memset and friends, serial output and printf, checks and the
+ * verdict, the command line) and virtio.h/virtio.c (PCI configuration
+ * mechanism #1, discovery, the virtio capabilities, BAR sizing and
+ * assignment, the common configuration and virtio-mmio's registers,
+ * feature names of §6, the split-virtqueue structures). This file is the
+ * block driver: its queue, its requests and its tests. The story below
+ * covers both, in the order a driver needs them.
  *
  * The specification: Virtual I/O Device (VIRTIO) Version 1.2. Section
  * numbers below are that version's.
@@ -160,253 +171,10 @@
  * feature words, queue maximum): those differ between VMMs by design.
  * ========================================================================== */
 
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
+#include "virtio.h"
 
 #define NAME "virtio-blk-test"
-
-/* ---- the machine: ports, MMIO, barriers, time ------------------------------ */
-
-static inline void outb(uint16_t p, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(p)); }
-static inline void outw(uint16_t p, uint16_t v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(p)); }
-static inline void outl(uint16_t p, uint32_t v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(p)); }
-static inline uint8_t inb(uint16_t p) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(p)); return v; }
-static inline uint16_t inw(uint16_t p) { uint16_t v; __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(p)); return v; }
-static inline uint32_t inl(uint16_t p) { uint32_t v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(p)); return v; }
-
-/* MMIO: one access of exactly the field's width (a volatile access of a
- * naturally aligned scalar compiles to a single MOV). */
-static inline uint8_t mmio_r8(uint64_t a) { return *(volatile uint8_t *)(uintptr_t)a; }
-static inline uint16_t mmio_r16(uint64_t a) { return *(volatile uint16_t *)(uintptr_t)a; }
-static inline uint32_t mmio_r32(uint64_t a) { return *(volatile uint32_t *)(uintptr_t)a; }
-static inline void mmio_w8(uint64_t a, uint8_t v) { *(volatile uint8_t *)(uintptr_t)a = v; }
-static inline void mmio_w16(uint64_t a, uint16_t v) { *(volatile uint16_t *)(uintptr_t)a = v; }
-static inline void mmio_w32(uint64_t a, uint32_t v) { *(volatile uint32_t *)(uintptr_t)a = v; }
-
-/* x86 keeps stores in order and loads in order, so the ring protocol's
- * write and read barriers only have to stop the compiler; the full barrier
- * before a notification is MFENCE. */
-#define barrier() __asm__ volatile("" ::: "memory")
-static inline void mb(void) { __asm__ volatile("mfence" ::: "memory"); }
-static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
-static inline uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return (uint64_t)hi << 32 | lo;
-}
-
-/* How long to wait for the device: 10^10 TSC cycles, a few seconds on any
- * host. A correct device answers in microseconds. */
-#define TIMEOUT_CYCLES 10000000000ull
-
-/* gcc may emit calls to these even in freestanding code. */
-void *memset(void *d, int c, size_t n)
-{
-    uint8_t *p = d;
-    while (n--)
-        *p++ = (uint8_t)c;
-    return d;
-}
-void *memcpy(void *d, const void *s, size_t n)
-{
-    uint8_t *p = d;
-    const uint8_t *q = s;
-    while (n--)
-        *p++ = *q++;
-    return d;
-}
-int memcmp(const void *a, const void *b, size_t n)
-{
-    const uint8_t *p = a, *q = b;
-    for (; n; n--, p++, q++)
-        if (*p != *q)
-            return *p < *q ? -1 : 1;
-    return 0;
-}
-
-/* ---- serial output and formatting ------------------------------------------ */
-
-#define COM1 0x3F8
-#define DEBUG_EXIT 0xF4
-
-static void putc_serial(char c)
-{
-    while (!(inb(COM1 + 5) & 0x20))     /* LSR.THRE */
-        ;
-    outb(COM1, (uint8_t)c);
-}
-
-static void puts_serial(const char *s)
-{
-    while (*s)
-        putc_serial(*s++);
-}
-
-/* A small vsnprintf: %s %c %d %u %x %X %%, flag 0, a width, and the
- * length modifiers l, ll and z (64-bit). */
-static size_t vfmt(char *out, size_t cap, const char *f, va_list ap)
-{
-    size_t n = 0;
-#define EMIT(ch) do { if (n + 1 < cap) out[n] = (ch); n++; } while (0)
-    for (; *f; f++) {
-        if (*f != '%') {
-            EMIT(*f);
-            continue;
-        }
-        f++;
-        bool zero = false;
-        int width = 0, lng = 0;
-        if (*f == '0') {
-            zero = true;
-            f++;
-        }
-        while (*f >= '0' && *f <= '9')
-            width = width * 10 + (*f++ - '0');
-        while (*f == 'l' || *f == 'z') {
-            lng = 1;
-            f++;
-        }
-        char tmp[24];
-        int len = 0;
-        const char *s = tmp;
-        switch (*f) {
-        case 's':
-            s = va_arg(ap, const char *);
-            if (!s)
-                s = "(null)";
-            while (s[len])
-                len++;
-            break;
-        case 'c':
-            tmp[0] = (char)va_arg(ap, int);
-            len = 1;
-            break;
-        case 'd':
-        case 'u':
-        case 'x':
-        case 'X': {
-            uint64_t v;
-            bool neg = false;
-            if (*f == 'd') {
-                int64_t sv = lng ? va_arg(ap, int64_t) : va_arg(ap, int);
-                neg = sv < 0;
-                v = neg ? -(uint64_t)sv : (uint64_t)sv;
-            } else {
-                v = lng ? va_arg(ap, uint64_t) : va_arg(ap, unsigned);
-            }
-            unsigned base = (*f == 'x' || *f == 'X') ? 16 : 10;
-            const char *digits = *f == 'x' ? "0123456789abcdef" : "0123456789ABCDEF";
-            char rev[24];
-            int r = 0;
-            do {
-                rev[r++] = digits[v % base];
-                v /= base;
-            } while (v);
-            if (neg)
-                tmp[len++] = '-';
-            while (r)
-                tmp[len++] = rev[--r];
-            break;
-        }
-        case '%':
-            tmp[0] = '%';
-            len = 1;
-            break;
-        default:
-            tmp[0] = '?';
-            len = 1;
-            break;
-        }
-        for (int pad = width - len; pad > 0; pad--)
-            EMIT(zero ? '0' : ' ');
-        for (int i = 0; i < len; i++)
-            EMIT(s[i]);
-    }
-    if (cap)
-        out[n < cap ? n : cap - 1] = 0;
-    return n;
-#undef EMIT
-}
-
-static size_t fmt(char *out, size_t cap, const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    size_t n = vfmt(out, cap, f, ap);
-    va_end(ap);
-    return n;
-}
-
-static void print(const char *f, ...)
-{
-    char buf[512];
-    va_list ap;
-    va_start(ap, f);
-    vfmt(buf, sizeof buf, f, ap);
-    va_end(ap);
-    puts_serial(buf);
-}
-
-/* ---- checks and the verdict ------------------------------------------------ */
-
-static unsigned checks_run, checks_failed;
-static char why[256];                   /* the reason of the next FAIL */
-static bool verbose;
-
-static void set_why(const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    vfmt(why, sizeof why, f, ap);
-    va_end(ap);
-}
-
-/* result: count one check and print its line. `what` is a format. */
-static bool result(bool ok, const char *what, ...)
-{
-    char buf[256];
-    va_list ap;
-    va_start(ap, what);
-    vfmt(buf, sizeof buf, what, ap);
-    va_end(ap);
-    checks_run++;
-    if (ok) {
-        print(NAME ": %s: ok\n", buf);
-    } else {
-        checks_failed++;
-        print(NAME ": %s: FAIL (%s)\n", buf, why[0] ? why : "?");
-    }
-    why[0] = 0;
-    return ok;
-}
-
-static void __attribute__((noreturn)) vm_exit(uint8_t v)
-{
-    outb(DEBUG_EXIT, v);
-    print(NAME ": port 0xF4 did not end the VM\n");
-    for (;;)
-        __asm__ volatile("ud2");
-}
-
-static void __attribute__((noreturn)) finish(void)
-{
-    if (checks_failed == 0) {
-        print(NAME ": all %u checks passed\n", checks_run);
-        vm_exit(0);
-    }
-    print(NAME ": %u of %u checks failed\n", checks_failed, checks_run);
-    vm_exit(1);
-}
-
-/* A failed check after which testing cannot go on. */
-static void __attribute__((noreturn)) fatal(const char *what)
-{
-    result(false, "%s", what);
-    finish();
-}
+const char guest_name[] = NAME;   /* guest.h: the prefix of every line */
 
 /* ---- the command line -------------------------------------------------------- */
 
@@ -422,203 +190,68 @@ static struct {
     char serial[21];
     unsigned qsize;                     /* 0: 16, or 256 for test=wrap */
     uint64_t requests;
-    bool assign_bars;
     bool mmio;                          /* transport=mmio: virtio-mmio (§4.2), not PCI */
     uint64_t mmio_base;                 /* where to look for it (mmio=ADDR, hex) */
     uint64_t bench_mib;                 /* test=bench: MiB per sequential phase */
     uint64_t bench_random;              /* test=bench: 4 KiB random reads */
     unsigned qd;                        /* test=bench: requests in flight */
-} opt = { M_INFO, 0, false, 0, false, "", 0, 65600, false, false, 0xD0000000ull, 256, 20000, 1 };
+} opt = { M_INFO, 0, false, 0, false, "", 0, 65600, false, 0xD0000000ull, 256, 20000, 1 };
 
-static bool word_is(const char *w, size_t n, const char *s)
-{
-    size_t i = 0;
-    for (; i < n && s[i]; i++)
-        if (w[i] != s[i])
-            return false;
-    return i == n && s[i] == 0;
-}
+/* What a bad argument's FAIL line says after "expected ". */
+#define USAGE                                                                                     \
+    "test=info|rw|ro|bad|discard|reset|wrap|bench disk=N expect-capacity=SECTORS "                 \
+    "expect-serial=TEXT qsize=4..256 requests=N assign-bars=0|1 transport=pci|mmio mmio=0xADDR "   \
+    "bench-mib=N bench-random=N qd=1..32 verbose=0|1"
 
-static bool parse_u64(const char *s, size_t n, uint64_t *out)
+/* One KEY=VALUE argument (guest.c's parse_cmdline splits the command line
+ * and handles test=MODE and verbose=0|1 itself). */
+static bool option(const char *w, size_t k, const char *v, size_t vn)
 {
-    uint64_t v = 0;
-    if (n == 0 || n > 20)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return true;
-}
-
-/* "0x" and 1-16 hex digits. */
-static bool parse_hex(const char *s, size_t n, uint64_t *out)
-{
-    if (n < 3 || n > 18 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X'))
-        return false;
-    uint64_t v = 0;
-    for (size_t i = 2; i < n; i++) {
-        char c = s[i];
-        unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0') : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
-                   : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10) : 16;
-        if (d > 15)
-            return false;
-        v = v << 4 | d;
-    }
-    *out = v;
-    return true;
-}
-
-/* Arguments are the words after the first (the kernel's path), separated
- * by bytes 1..0x20, each KEY=VALUE. A bad one is a failed check. */
-static void parse_cmdline(const char *c)
-{
-    while (*c && (uint8_t)*c > ' ')     /* skip the kernel path */
-        c++;
-    for (;;) {
-        while (*c && (uint8_t)*c <= ' ')
-            c++;
-        if (!*c)
-            break;
-        const char *w = c;
-        while (*c && (uint8_t)*c > ' ')
-            c++;
-        size_t n = (size_t)(c - w), k = 0;
-        while (k < n && w[k] != '=')
-            k++;
-        const char *v = w + k + 1;
-        size_t vn = k < n ? n - k - 1 : 0;
-        uint64_t num = 0;
-        bool ok = k < n;
-        if (!ok) {
-            ok = false;
-        } else if (word_is(w, k, "test")) {
-            ok = false;
-            for (unsigned m = 0; m < sizeof mode_names / sizeof mode_names[0]; m++)
-                if (word_is(v, vn, mode_names[m])) {
-                    opt.mode = (enum mode)m;
-                    ok = true;
-                }
-        } else if (word_is(w, k, "disk")) {
-            ok = parse_u64(v, vn, &num) && num < 32 * 8;
-            opt.disk = (unsigned)num;
-        } else if (word_is(w, k, "expect-capacity")) {
-            ok = parse_u64(v, vn, &opt.capacity);
-            opt.have_capacity = true;
-        } else if (word_is(w, k, "expect-serial")) {
-            ok = vn <= 20;
-            if (ok) {
-                memcpy(opt.serial, v, vn);
-                opt.serial[vn] = 0;
-                opt.have_serial = true;
-            }
-        } else if (word_is(w, k, "qsize")) {
-            ok = parse_u64(v, vn, &num) && num >= 4 && num <= 256 && (num & (num - 1)) == 0;
-            opt.qsize = (unsigned)num;
-        } else if (word_is(w, k, "requests")) {
-            ok = parse_u64(v, vn, &opt.requests) && opt.requests >= 1 && opt.requests <= 10000000;
-        } else if (word_is(w, k, "assign-bars")) {
-            ok = word_is(v, vn, "0") || word_is(v, vn, "1");
-            opt.assign_bars = vn && v[0] == '1';
-        } else if (word_is(w, k, "transport")) {
-            ok = word_is(v, vn, "pci") || word_is(v, vn, "mmio");
-            opt.mmio = word_is(v, vn, "mmio");
-        } else if (word_is(w, k, "mmio")) {
-            ok = parse_hex(v, vn, &opt.mmio_base) && opt.mmio_base % 0x200 == 0 && opt.mmio_base < (4ull << 30);
-        } else if (word_is(w, k, "bench-mib")) {
-            ok = parse_u64(v, vn, &opt.bench_mib) && opt.bench_mib >= 1 && opt.bench_mib <= 1u << 20;
-        } else if (word_is(w, k, "bench-random")) {
-            ok = parse_u64(v, vn, &opt.bench_random) && opt.bench_random >= 1 && opt.bench_random <= 100000000;
-        } else if (word_is(w, k, "qd")) {
-            ok = parse_u64(v, vn, &num) && num >= 1 && num <= 32;
-            opt.qd = (unsigned)num;
-        } else if (word_is(w, k, "verbose")) {
-            ok = word_is(v, vn, "0") || word_is(v, vn, "1");
-            verbose = vn && v[0] == '1';
-        } else {
-            ok = false;
+    uint64_t num = 0;
+    bool ok;
+    if (word_is(w, k, "disk")) {
+        ok = parse_u64(v, vn, &num) && num < 32 * 8;
+        opt.disk = (unsigned)num;
+    } else if (word_is(w, k, "expect-capacity")) {
+        ok = parse_u64(v, vn, &opt.capacity);
+        opt.have_capacity = true;
+    } else if (word_is(w, k, "expect-serial")) {
+        ok = vn <= 20;
+        if (ok) {
+            memcpy(opt.serial, v, vn);
+            opt.serial[vn] = 0;
+            opt.have_serial = true;
         }
-        if (!ok) {
-            char word[64];
-            size_t m = n < sizeof word - 1 ? n : sizeof word - 1;
-            memcpy(word, w, m);
-            word[m] = 0;
-            set_why("expected test=info|rw|ro|bad|discard|reset|wrap|bench disk=N expect-capacity=SECTORS "
-                    "expect-serial=TEXT qsize=4..256 requests=N assign-bars=0|1 transport=pci|mmio mmio=0xADDR "
-                    "bench-mib=N bench-random=N qd=1..32 verbose=0|1");
-            result(false, "argument \"%s\"", word);
-        }
+    } else if (word_is(w, k, "qsize")) {
+        ok = parse_u64(v, vn, &num) && num >= 4 && num <= 256 && (num & (num - 1)) == 0;
+        opt.qsize = (unsigned)num;
+    } else if (word_is(w, k, "requests")) {
+        ok = parse_u64(v, vn, &opt.requests) && opt.requests >= 1 && opt.requests <= 10000000;
+    } else if (word_is(w, k, "assign-bars")) {
+        ok = parse_bool(v, vn, &assign_bars);
+    } else if (word_is(w, k, "transport")) {
+        ok = word_is(v, vn, "pci") || word_is(v, vn, "mmio");
+        opt.mmio = word_is(v, vn, "mmio");
+    } else if (word_is(w, k, "mmio")) {
+        ok = parse_hex(v, vn, &opt.mmio_base) && opt.mmio_base % 0x200 == 0 && opt.mmio_base < (4ull << 30);
+    } else if (word_is(w, k, "bench-mib")) {
+        ok = parse_u64(v, vn, &opt.bench_mib) && opt.bench_mib >= 1 && opt.bench_mib <= 1u << 20;
+    } else if (word_is(w, k, "bench-random")) {
+        ok = parse_u64(v, vn, &opt.bench_random) && opt.bench_random >= 1 && opt.bench_random <= 100000000;
+    } else if (word_is(w, k, "qd")) {
+        ok = parse_u64(v, vn, &num) && num >= 1 && num <= 32;
+        opt.qd = (unsigned)num;
+    } else {
+        ok = false;
     }
+    return ok;
 }
-
-/* ---- PCI configuration space (mechanism #1) --------------------------------- */
-
-#define PCI_ADDR 0xCF8
-#define PCI_DATA 0xCFC
-
-struct bdf { uint8_t bus, dev, fn; };
-
-static void pci_select(struct bdf d, uint8_t reg)
-{
-    outl(PCI_ADDR, 0x80000000u | (uint32_t)d.bus << 16 | (uint32_t)d.dev << 11 | (uint32_t)d.fn << 8 | (reg & 0xFC));
-}
-static uint32_t pci_r32(struct bdf d, uint8_t reg) { pci_select(d, reg); return inl(PCI_DATA); }
-static uint16_t pci_r16(struct bdf d, uint8_t reg) { pci_select(d, reg); return inw(PCI_DATA + (reg & 2)); }
-static uint8_t pci_r8(struct bdf d, uint8_t reg) { pci_select(d, reg); return inb(PCI_DATA + (reg & 3)); }
-static void pci_w32(struct bdf d, uint8_t reg, uint32_t v) { pci_select(d, reg); outl(PCI_DATA, v); }
-static void pci_w16(struct bdf d, uint8_t reg, uint16_t v) { pci_select(d, reg); outw(PCI_DATA + (reg & 2), v); }
-
-#define PCI_COMMAND 0x04
-#define PCI_STATUS 0x06
-#define PCI_CMD_MEMORY (1 << 1)
-#define PCI_CMD_MASTER (1 << 2)
-#define PCI_STATUS_CAPS (1 << 4)
-#define PCI_CAP_PTR 0x34
-#define PCI_CAP_VNDR 0x09
-#define PCI_CAP_MSIX 0x11
-
-#define VIRTIO_VENDOR 0x1AF4
-#define VIRTIO_BLK_DEVICE 0x1042        /* 0x1040 + device ID 2 (§4.1.2) */
 
 /* ---- the device ---------------------------------------------------------------- */
 
-/* virtio_pci_cap cfg_type values (§4.1.4) */
-enum { CAP_COMMON = 1, CAP_NOTIFY = 2, CAP_ISR = 3, CAP_DEVICE = 4 };
-static const char *const cap_names[] = { "", "common cfg", "notify", "ISR", "device cfg" };
+#define VIRTIO_BLK_DEVICE 0x1042        /* 0x1040 + device ID 2 (§4.1.2) */
 
-/* struct virtio_pci_common_cfg (§4.1.4.3): byte offsets */
-#define CC_DFSELECT 0x00        /* le32 device_feature_select */
-#define CC_DF 0x04              /* le32 device_feature */
-#define CC_GFSELECT 0x08        /* le32 driver_feature_select */
-#define CC_GF 0x0C              /* le32 driver_feature */
-#define CC_MSIX 0x10            /* le16 config_msix_vector */
-#define CC_NUMQ 0x12            /* le16 num_queues */
-#define CC_STATUS 0x14          /* u8 device_status */
-#define CC_CFGGEN 0x15          /* u8 config_generation */
-#define CC_Q_SELECT 0x16        /* le16 queue_select */
-#define CC_Q_SIZE 0x18          /* le16 queue_size */
-#define CC_Q_MSIX 0x1A          /* le16 queue_msix_vector */
-#define CC_Q_ENABLE 0x1C        /* le16 queue_enable */
-#define CC_Q_NOFF 0x1E          /* le16 queue_notify_off */
-#define CC_Q_DESC 0x20          /* le64 queue_desc */
-#define CC_Q_DRIVER 0x28        /* le64 queue_driver (available ring) */
-#define CC_Q_DEVICE 0x30        /* le64 queue_device (used ring) */
-#define CC_SIZE 0x38            /* the fields above */
-
-/* device_status bits (§2.1) */
-#define S_ACKNOWLEDGE 1
-#define S_DRIVER 2
-#define S_DRIVER_OK 4
-#define S_FEATURES_OK 8
-#define S_NEEDS_RESET 64
-#define S_FAILED 128
-
-/* feature bits (§6, §5.2.3) */
+/* feature bits (§5.2.3; virtio.h has those of §6) */
 #define F_BLK_SIZE_MAX 1
 #define F_BLK_SEG_MAX 2
 #define F_BLK_GEOMETRY 4
@@ -630,12 +263,6 @@ static const char *const cap_names[] = { "", "common cfg", "notify", "ISR", "dev
 #define F_BLK_MQ 12
 #define F_BLK_DISCARD 13
 #define F_BLK_WRITE_ZEROES 14
-#define F_INDIRECT_DESC 28
-#define F_EVENT_IDX 29
-#define F_VERSION_1 32
-#define F_ACCESS_PLATFORM 33
-#define F_RING_PACKED 34
-#define BIT(n) (1ull << (n))
 
 /* struct virtio_blk_config (§5.2.4): byte offsets */
 #define BC_CAPACITY 0           /* le64 */
@@ -649,413 +276,14 @@ static const char *const cap_names[] = { "", "common cfg", "notify", "ISR", "dev
 #define BC_MAX_WZ_SEG 52
 #define BC_WZ_MAY_UNMAP 56
 
-struct cap {
-    bool found;
-    uint8_t bar, cap_len;
-    uint32_t offset, length;
-};
-
+/* This driver's part of the device's state (virtio.h's dev holds the rest). */
 static struct {
-    struct bdf bdf;
-    unsigned count;                     /* virtio-blk functions on bus 0 */
-    struct cap caps[5];
-    uint32_t notify_mult;
-    bool has_msix;
-    uint64_t bar_base[6], bar_size[6];
-    bool bar_done[6];
-    uint64_t common, notify, isr, devcfg; /* MMIO addresses */
-    uint64_t mmio;                      /* virtio-mmio: the window's base; 0 on PCI */
-    uint64_t features;                  /* negotiated */
-    uint64_t offered;
     uint16_t qsize, notify_off;
+    uint64_t notify;                    /* where queue 0 is notified */
     uint64_t capacity;
-} dev;
-
-/* ---- finding the device ------------------------------------------------------ */
-
-static bool find_device(void)
-{
-    bool found = false;
-    for (uint8_t d = 0; d < 32; d++) {
-        struct bdf f0 = { 0, d, 0 };
-        if (pci_r16(f0, 0x00) == 0xFFFF)
-            continue;
-        unsigned nfn = (pci_r8(f0, 0x0E) & 0x80) ? 8 : 1;   /* multi-function? */
-        for (uint8_t fn = 0; fn < nfn; fn++) {
-            struct bdf b = { 0, d, fn };
-            uint32_t id = pci_r32(b, 0x00);
-            if ((id & 0xFFFF) != VIRTIO_VENDOR || (id >> 16) != VIRTIO_BLK_DEVICE)
-                continue;
-            if (dev.count == opt.disk) {
-                dev.bdf = b;
-                found = true;
-            }
-            dev.count++;
-        }
-    }
-    return found;
-}
-
-/* Walk the capability list; remember the first virtio capability of each
- * type we use. */
-static bool walk_caps(void)
-{
-    struct bdf b = dev.bdf;
-    if (!(pci_r16(b, PCI_STATUS) & PCI_STATUS_CAPS)) {
-        set_why("PCI status bit 4 (capabilities list) is clear");
-        return false;
-    }
-    uint8_t p = pci_r8(b, PCI_CAP_PTR) & 0xFC;
-    for (unsigned guard = 0; p && guard < 48; guard++) {
-        uint8_t id = pci_r8(b, p), next = pci_r8(b, p + 1);
-        if (id == PCI_CAP_MSIX)
-            dev.has_msix = true;
-        if (id == PCI_CAP_VNDR) {
-            uint8_t len = pci_r8(b, p + 2), type = pci_r8(b, p + 3), bar = pci_r8(b, p + 4);
-            if (type >= CAP_COMMON && type <= CAP_DEVICE && bar <= 5 && !dev.caps[type].found) {
-                struct cap *c = &dev.caps[type];
-                c->found = true;
-                c->bar = bar;
-                c->cap_len = len;
-                c->offset = pci_r32(b, p + 8);
-                c->length = pci_r32(b, p + 12);
-                if (type == CAP_NOTIFY && len >= 20)
-                    dev.notify_mult = pci_r32(b, p + 16);
-            }
-        }
-        p = next & 0xFC;
-    }
-    for (int t = CAP_COMMON; t <= CAP_DEVICE; t++)
-        if (!dev.caps[t].found) {
-            set_why("no virtio %s capability (cap_vndr 0x09, cfg_type %d)", cap_names[t], t);
-            return false;
-        }
-    if (dev.caps[CAP_NOTIFY].cap_len < 20) {
-        set_why("the notify capability is %u bytes, too short for notify_off_multiplier",
-                dev.caps[CAP_NOTIFY].cap_len);
-        return false;
-    }
-    return true;
-}
-
-/* ---- BARs ------------------------------------------------------------------------ */
-
-#define MMIO_WINDOW_START 0xC0000000ull /* where this guest assigns BARs */
-#define MMIO_WINDOW_END 0xFEC00000ull   /* the IOAPIC, HPET, LAPIC... above */
-
-struct bar {
-    bool io, is64;
-    uint32_t lo, hi;                    /* the registers as found */
-    uint64_t addr, size;
-};
-
-/* Read and size BAR i of function b (PCI 3.0 §6.2.5.1): with the
- * function's decoding off, write all ones, read back, restore. A 64-bit
- * BAR uses register i + 1 as well. size 0: not implemented. */
-static void bar_probe(struct bdf b, unsigned i, struct bar *r)
-{
-    uint8_t reg = (uint8_t)(0x10 + 4 * i);
-    r->lo = pci_r32(b, reg);
-    r->io = r->lo & 1;
-    r->is64 = !r->io && ((r->lo >> 1) & 3) == 2 && i < 5;
-    r->hi = r->is64 ? pci_r32(b, reg + 4) : 0;
-    r->addr = (r->lo & (r->io ? ~0x3ull : ~0xFull)) | (uint64_t)r->hi << 32;
-    uint16_t cmd = pci_r16(b, PCI_COMMAND);
-    pci_w16(b, PCI_COMMAND, cmd & ~(PCI_CMD_MEMORY | 1));
-    pci_w32(b, reg, 0xFFFFFFFF);
-    uint32_t szlo = pci_r32(b, reg) & (r->io ? ~0x3u : ~0xFu);
-    uint32_t szhi = 0xFFFFFFFF;
-    if (r->is64) {
-        pci_w32(b, reg + 4, 0xFFFFFFFF);
-        szhi = pci_r32(b, reg + 4);
-    }
-    pci_w32(b, reg, r->lo);
-    if (r->is64)
-        pci_w32(b, reg + 4, r->hi);
-    pci_w16(b, PCI_COMMAND, cmd);
-    if (r->io)
-        szhi = 0xFFFFFFFF, szlo |= 0xFFFF0000u;     /* I/O BARs decode 16 bits */
-    r->size = (szlo == 0 && szhi == 0xFFFFFFFF) ? 0 : ~((uint64_t)szhi << 32 | szlo) + 1;
-}
-
-/* The memory ranges every other BAR on bus 0 decodes, so that a BAR this
- * guest assigns lands in a gap (skvm and SeaBIOS both put BARs in
- * 0xC000_0000-0xFEBF_FFFF). Collected once, before the first assignment;
- * assigned BARs are added. */
-static struct { struct bdf b; uint8_t bar; uint64_t base, end; } taken[64];
-static unsigned ntaken;
-static bool taken_done;
-
-static void collect_taken(void)
-{
-    taken_done = true;
-    for (uint8_t d = 0; d < 32; d++) {
-        struct bdf f0 = { 0, d, 0 };
-        if (pci_r16(f0, 0x00) == 0xFFFF)
-            continue;
-        unsigned nfn = (pci_r8(f0, 0x0E) & 0x80) ? 8 : 1;
-        for (uint8_t fn = 0; fn < nfn; fn++) {
-            struct bdf b = { 0, d, fn };
-            if (pci_r16(b, 0x00) == 0xFFFF)
-                continue;
-            unsigned htype = pci_r8(b, 0x0E) & 0x7F, nbars = htype == 0 ? 6 : htype == 1 ? 2 : 0;
-            for (unsigned i = 0; i < nbars; i++) {
-                struct bar r;
-                bar_probe(b, i, &r);
-                if (!r.io && r.addr && r.size && ntaken < 64)
-                    taken[ntaken++] = (typeof(taken[0])){ b, (uint8_t)i, r.addr, r.addr + r.size };
-                if (r.is64)
-                    i++;
-            }
-        }
-    }
-}
-
-/* The lowest naturally aligned address in the window where `size` bytes
- * overlap no other BAR (BAR `bar` of our own device may move). 0: none. */
-static uint64_t find_gap(uint64_t size, unsigned bar)
-{
-    uint64_t align = size < 4096 ? 4096 : size;
-    uint64_t base = MMIO_WINDOW_START;
-    for (;;) {
-        base = (base + align - 1) & ~(align - 1);
-        if (base + size > MMIO_WINDOW_END)
-            return 0;
-        bool clash = false;
-        for (unsigned k = 0; k < ntaken; k++) {
-            bool self = taken[k].b.dev == dev.bdf.dev && taken[k].b.fn == dev.bdf.fn && taken[k].bar == bar;
-            if (!self && base < taken[k].end && taken[k].base < base + size) {
-                base = taken[k].end;
-                clash = true;
-                break;
-            }
-        }
-        if (!clash)
-            return base;
-    }
-}
-
-/* Size BAR i of our device and, if it is unprogrammed or out of reach (or
- * assign-bars=1), assign it. */
-static bool setup_bar(unsigned i)
-{
-    struct bdf b = dev.bdf;
-    uint8_t reg = (uint8_t)(0x10 + 4 * i);
-    if (dev.bar_done[i])
-        return true;
-    struct bar r;
-    bar_probe(b, i, &r);
-    unsigned type = (r.lo >> 1) & 3;
-    if (r.io) {
-        set_why("BAR %u is an I/O BAR; this driver supports memory BARs only", i);
-        return false;
-    }
-    if (type != 0 && type != 2) {
-        set_why("BAR %u has the reserved memory type %u", i, type);
-        return false;
-    }
-    if (type == 2 && i == 5) {
-        set_why("BAR 5 claims to be 64-bit");
-        return false;
-    }
-    if (r.size == 0) {
-        set_why("BAR %u reads 0 after writing all ones: not implemented", i);
-        return false;
-    }
-    uint64_t addr = r.addr;
-    bool assign = opt.assign_bars || addr == 0 || addr + r.size > 0x100000000ull;
-    if (assign) {
-        if (!taken_done)
-            collect_taken();
-        uint64_t base = find_gap(r.size, i);
-        if (!base) {
-            set_why("no room for BAR %u (0x%llx bytes) in 0x%llx-0x%llx", i, (unsigned long long)r.size,
-                    MMIO_WINDOW_START, MMIO_WINDOW_END);
-            return false;
-        }
-        uint16_t cmd = pci_r16(b, PCI_COMMAND);
-        pci_w16(b, PCI_COMMAND, cmd & ~(PCI_CMD_MEMORY | 1));
-        pci_w32(b, reg, (uint32_t)base);
-        if (r.is64)
-            pci_w32(b, reg + 4, (uint32_t)(base >> 32));
-        uint64_t check = pci_r32(b, reg) & ~0xFull;
-        if (r.is64)
-            check |= (uint64_t)pci_r32(b, reg + 4) << 32;
-        pci_w16(b, PCI_COMMAND, cmd);
-        if (check != base) {
-            set_why("BAR %u reads 0x%llx after writing 0x%llx", i, (unsigned long long)check,
-                    (unsigned long long)base);
-            return false;
-        }
-        if (ntaken < 64)
-            taken[ntaken++] = (typeof(taken[0])){ b, (uint8_t)i, base, base + r.size };
-        if (verbose)
-            print(NAME ": [verbose] BAR %u: %s memory%s, 0x%llx bytes, was 0x%llx, assigned 0x%llx\n", i,
-                  r.is64 ? "64-bit" : "32-bit", (r.lo & 8) ? " prefetchable" : "", (unsigned long long)r.size,
-                  (unsigned long long)addr, (unsigned long long)base);
-        addr = base;
-    } else if (verbose) {
-        print(NAME ": [verbose] BAR %u: %s memory%s, 0x%llx bytes at 0x%llx (programmed before boot)\n", i,
-              r.is64 ? "64-bit" : "32-bit", (r.lo & 8) ? " prefetchable" : "", (unsigned long long)r.size,
-              (unsigned long long)addr);
-    }
-    dev.bar_base[i] = addr;
-    dev.bar_size[i] = r.size;
-    dev.bar_done[i] = true;
-    return true;
-}
-
-/* Every structure inside its BAR, at least `need` bytes long. */
-static bool map_cap(int type, uint32_t need, uint64_t *addr)
-{
-    struct cap *c = &dev.caps[type];
-    if (!setup_bar(c->bar))
-        return false;
-    if (c->length < need) {
-        set_why("the %s structure is %u bytes, fewer than the %u this driver reads", cap_names[type], c->length,
-                need);
-        return false;
-    }
-    if ((uint64_t)c->offset + need > dev.bar_size[c->bar]) {
-        set_why("the %s structure (offset 0x%x) does not fit in BAR %u (0x%llx bytes)", cap_names[type], c->offset,
-                c->bar, (unsigned long long)dev.bar_size[c->bar]);
-        return false;
-    }
-    *addr = dev.bar_base[c->bar] + c->offset;
-    return true;
-}
-
-/* ---- the virtio-mmio transport (§4.2) ------------------------------------------
- *
- * The other way to find a virtio device: no PCI at all, just a 0x200-byte
- * window of 32-bit registers at an address the platform tells the driver
- * (a device tree, ACPI, or Linux's virtio_mmio.device=4K@ADDR:IRQ), with
- * the device's configuration space at 0x100 (§4.2.2). Every register is
- * accessed 32 bits wide and aligned (§4.2.2.2). The same steps of §3.1.1
- * bring the device up; only where the fields live differs, so the helpers
- * below take one path or the other. */
-#define MM_MAGIC 0x000          /* R  0x74726976, "virt" */
-#define MM_VERSION 0x004        /* R  2 for a modern (non-legacy) device */
-#define MM_DEVICE_ID 0x008      /* R  2: block (§5.2.1) */
-#define MM_VENDOR_ID 0x00C
-#define MM_DF 0x010             /* R  DeviceFeatures, 32 bits chosen by... */
-#define MM_DFSEL 0x014          /* W  ...DeviceFeaturesSel */
-#define MM_GF 0x020             /* W  DriverFeatures */
-#define MM_GFSEL 0x024          /* W  DriverFeaturesSel */
-#define MM_Q_SEL 0x030          /* W  QueueSel */
-#define MM_Q_NUM_MAX 0x034      /* R  QueueNumMax (0: no such queue) */
-#define MM_Q_NUM 0x038          /* W  QueueNum */
-#define MM_Q_READY 0x044        /* RW QueueReady */
-#define MM_Q_NOTIFY 0x050       /* W  QueueNotify: the queue's index */
-#define MM_INT_STATUS 0x060     /* R  InterruptStatus: bit 0 used buffer, bit 1 config change */
-#define MM_INT_ACK 0x064        /* W  InterruptACK */
-#define MM_STATUS 0x070         /* RW Status (device_status) */
-#define MM_Q_DESC 0x080         /* W  QueueDescLow/High */
-#define MM_Q_DRIVER 0x090       /* W  QueueDriverLow/High */
-#define MM_Q_DEVICE 0x0A0       /* W  QueueDeviceLow/High */
-#define MM_CFGGEN 0x0FC         /* R  ConfigGeneration */
-#define MM_CONFIG 0x100         /* the device-specific configuration */
-#define MM_MAGIC_VALUE 0x74726976u
-
-/* ---- common configuration helpers ---------------------------------------------- */
-
-static uint8_t status_read(void)
-{
-    return dev.mmio ? (uint8_t)mmio_r32(dev.mmio + MM_STATUS) : mmio_r8(dev.common + CC_STATUS);
-}
-static void status_write(uint8_t s)
-{
-    if (dev.mmio)
-        mmio_w32(dev.mmio + MM_STATUS, s);
-    else
-        mmio_w8(dev.common + CC_STATUS, s);
-}
-
-static uint64_t read_features(void)
-{
-    uint64_t sel = dev.mmio ? dev.mmio + MM_DFSEL : dev.common + CC_DFSELECT;
-    uint64_t val = dev.mmio ? dev.mmio + MM_DF : dev.common + CC_DF;
-    mmio_w32(sel, 0);
-    uint64_t lo = mmio_r32(val);
-    mmio_w32(sel, 1);
-    uint64_t hi = mmio_r32(val);
-    return hi << 32 | lo;
-}
-
-static void write_features(uint64_t f)
-{
-    uint64_t sel = dev.mmio ? dev.mmio + MM_GFSEL : dev.common + CC_GFSELECT;
-    uint64_t val = dev.mmio ? dev.mmio + MM_GF : dev.common + CC_GF;
-    mmio_w32(sel, 0);
-    mmio_w32(val, (uint32_t)f);
-    mmio_w32(sel, 1);
-    mmio_w32(val, (uint32_t)(f >> 32));
-}
-
-static uint8_t config_generation(void)
-{
-    return dev.mmio ? (uint8_t)mmio_r32(dev.mmio + MM_CFGGEN) : mmio_r8(dev.common + CC_CFGGEN);
-}
-
-/* The interrupt causes, cleared: PCI's ISR status clears itself when read
- * (§4.1.4.5); virtio-mmio's InterruptStatus is acknowledged by writing its
- * bits to InterruptACK (§4.2.2). */
-static uint8_t isr_read_clear(void)
-{
-    if (!dev.mmio)
-        return mmio_r8(dev.isr);
-    uint32_t v = mmio_r32(dev.mmio + MM_INT_STATUS);
-    mmio_w32(dev.mmio + MM_INT_ACK, v);
-    return (uint8_t)v;
-}
-
-static void write64(uint64_t reg, uint64_t v)
-{
-    mmio_w32(reg, (uint32_t)v);
-    mmio_w32(reg + 4, (uint32_t)(v >> 32));
-}
-
-/* §2.5.1: read a config field wider than 32 bits consistently. */
-static uint64_t cfg_r64(uint32_t off)
-{
-    uint8_t before, after;
-    uint64_t v;
-    do {
-        before = config_generation();
-        v = mmio_r32(dev.devcfg + off) | (uint64_t)mmio_r32(dev.devcfg + off + 4) << 32;
-        after = config_generation();
-    } while (before != after);
-    return v;
-}
-static uint32_t cfg_r32(uint32_t off) { return mmio_r32(dev.devcfg + off); }
-
-/* Reset and wait for device_status to read 0 (§4.1.4.3.2). */
-static bool device_reset(void)
-{
-    status_write(0);
-    uint64_t deadline = rdtsc() + TIMEOUT_CYCLES;
-    uint8_t s;
-    while ((s = status_read()) != 0) {
-        if (rdtsc() > deadline) {
-            set_why("device_status still reads 0x%02X", s);
-            return false;
-        }
-        cpu_relax();
-    }
-    return true;
-}
+} blk;
 
 /* ---- the virtqueue ----------------------------------------------------------- */
-
-#define QMAX 256
-#define VIRTQ_DESC_F_NEXT 1
-#define VIRTQ_DESC_F_WRITE 2
-#define VIRTQ_AVAIL_F_NO_INTERRUPT 1
-
-struct virtq_desc { uint64_t addr; uint32_t len; uint16_t flags, next; };
-struct virtq_avail { uint16_t flags, idx, ring[QMAX], used_event; };
-struct virtq_used_elem { uint32_t id, len; };
-struct virtq_used { uint16_t flags, idx; struct virtq_used_elem ring[QMAX]; uint16_t avail_event; };
 
 static struct virtq_desc vq_desc[QMAX] __attribute__((aligned(4096)));
 static struct virtq_avail vq_avail __attribute__((aligned(4096)));
@@ -1114,9 +342,9 @@ static void vq_kick(void)
 {
     mb();                               /* avail.idx visible before the notify */
     if (dev.mmio)
-        mmio_w32(dev.notify, 0);        /* QueueNotify = queue index 0 (§4.2.3.3) */
+        mmio_w32(blk.notify, 0);        /* QueueNotify = queue index 0 (§4.2.3.3) */
     else
-        mmio_w16(dev.notify, 0);        /* queue index 0 (§4.1.5.2) */
+        mmio_w16(blk.notify, 0);        /* queue index 0 (§4.1.5.2) */
 }
 
 static void vq_free(uint16_t head)
@@ -1186,7 +414,7 @@ static uint64_t wanted_features(uint64_t offered)
     return w & offered;
 }
 
-static const char *feature_name(unsigned bit)
+const char *device_feature_name(unsigned bit)
 {
     switch (bit) {
     case F_BLK_SIZE_MAX: return "SIZE_MAX";
@@ -1200,38 +428,7 @@ static const char *feature_name(unsigned bit)
     case F_BLK_MQ: return "MQ";
     case F_BLK_DISCARD: return "DISCARD";
     case F_BLK_WRITE_ZEROES: return "WRITE_ZEROES";
-    case 24: return "NOTIFY_ON_EMPTY";
-    case 27: return "ANY_LAYOUT";
-    case F_INDIRECT_DESC: return "RING_INDIRECT_DESC";
-    case F_EVENT_IDX: return "RING_EVENT_IDX";
-    case F_VERSION_1: return "VERSION_1";
-    case F_ACCESS_PLATFORM: return "ACCESS_PLATFORM";
-    case F_RING_PACKED: return "RING_PACKED";
-    case 35: return "IN_ORDER";
-    case 36: return "ORDER_PLATFORM";
-    case 37: return "SR_IOV";
-    case 38: return "NOTIFICATION_DATA";
-    case 39: return "NOTIF_CONFIG_DATA";
-    case 40: return "RING_RESET";
     default: return NULL;
-    }
-}
-
-/* Feature names, in bit order ("RO FLUSH VERSION_1"). */
-static void feature_list(char *out, size_t cap, uint64_t f)
-{
-    size_t n = 0;
-    out[0] = 0;
-    for (int bit = 0; bit < 64; bit++) {
-        if (!(f & BIT(bit)))
-            continue;
-        const char *nm = feature_name((unsigned)bit);
-        char one[24];
-        if (nm)
-            fmt(one, sizeof one, "%s", nm);
-        else
-            fmt(one, sizeof one, "bit%d", bit);
-        n += fmt(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "", one);
     }
 }
 
@@ -1242,14 +439,14 @@ static bool queue0_setup_pci(unsigned want, uint16_t *size_out)
     uint16_t numq = mmio_r16(dev.common + CC_NUMQ);
     mmio_w16(dev.common + CC_Q_SELECT, 0);
     uint16_t max = mmio_r16(dev.common + CC_Q_SIZE);
-    dev.notify_off = mmio_r16(dev.common + CC_Q_NOFF);
+    blk.notify_off = mmio_r16(dev.common + CC_Q_NOFF);
     if (verbose)
         print(NAME ": [verbose] num_queues %u, queue 0: maximum size %u, queue_notify_off %u, queue_enable %u\n",
-              numq, max, dev.notify_off, mmio_r16(dev.common + CC_Q_ENABLE));
+              numq, max, blk.notify_off, mmio_r16(dev.common + CC_Q_ENABLE));
     bool qok = false;
     uint16_t size = (uint16_t)(max < want ? max : want);
     *size_out = size;
-    uint64_t noff = (uint64_t)dev.notify_off * dev.notify_mult;
+    uint64_t noff = (uint64_t)blk.notify_off * dev.notify_mult;
     if (numq < 1)
         set_why("num_queues is 0");
     else if (max == 0)
@@ -1260,18 +457,18 @@ static bool queue0_setup_pci(unsigned want, uint16_t *size_out)
         set_why("queue_size %u: this driver needs at least 4 entries", max);
     else if (noff + 2 > dev.caps[CAP_NOTIFY].length)
         set_why("notify offset %llu (queue_notify_off %u x multiplier %u) + 2 exceeds the notify structure's %u bytes",
-                (unsigned long long)noff, dev.notify_off, dev.notify_mult, dev.caps[CAP_NOTIFY].length);
+                (unsigned long long)noff, blk.notify_off, dev.notify_mult, dev.caps[CAP_NOTIFY].length);
     else
         qok = true;
     if (qok) {
-        dev.qsize = size;
+        blk.qsize = size;
         vq_reset_memory(size);
         mmio_w16(dev.common + CC_Q_SIZE, size);
         write64(dev.common + CC_Q_DESC, (uint64_t)(uintptr_t)vq_desc);
         write64(dev.common + CC_Q_DRIVER, (uint64_t)(uintptr_t)&vq_avail);
         write64(dev.common + CC_Q_DEVICE, (uint64_t)(uintptr_t)&vq_used);
         mmio_w16(dev.common + CC_Q_ENABLE, 1);
-        dev.notify = dev.bar_base[dev.caps[CAP_NOTIFY].bar] + dev.caps[CAP_NOTIFY].offset + noff;
+        blk.notify = dev.bar_base[dev.caps[CAP_NOTIFY].bar] + dev.caps[CAP_NOTIFY].offset + noff;
         uint16_t en = mmio_r16(dev.common + CC_Q_ENABLE);
         if (en != 1) {
             set_why("queue_enable reads %u after writing 1", en);
@@ -1310,14 +507,14 @@ static bool queue0_setup_mmio(unsigned want, uint16_t *size_out)
         set_why("QueueNumMax %u: this driver needs at least 4 entries", max);
         return false;
     }
-    dev.qsize = size;
+    blk.qsize = size;
     vq_reset_memory(size);
     mmio_w32(dev.mmio + MM_Q_NUM, size);
     write64(dev.mmio + MM_Q_DESC, (uint64_t)(uintptr_t)vq_desc);
     write64(dev.mmio + MM_Q_DRIVER, (uint64_t)(uintptr_t)&vq_avail);
     write64(dev.mmio + MM_Q_DEVICE, (uint64_t)(uintptr_t)&vq_used);
     mmio_w32(dev.mmio + MM_Q_READY, 1);
-    dev.notify = dev.mmio + MM_Q_NOTIFY;
+    blk.notify = dev.mmio + MM_Q_NOTIFY;
     ready = mmio_r32(dev.mmio + MM_Q_READY);
     if (ready != 1) {
         set_why("QueueReady reads %u after writing 1", ready);
@@ -1341,7 +538,7 @@ static bool device_init(const char *label)
     dev.offered = read_features();
     if (verbose) {
         char names[256];
-        feature_list(names, sizeof names, dev.offered);
+        feature_list(names, sizeof names, dev.offered, "");
         print(NAME ": [verbose] device features 0x%016llx: %s\n", (unsigned long long)dev.offered, names);
     }
     if (!(dev.offered & BIT(F_VERSION_1)))
@@ -1354,7 +551,7 @@ static bool device_init(const char *label)
     status_write(S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK);
     uint8_t s = status_read();
     char names[128];
-    feature_list(names, sizeof names, dev.features);
+    feature_list(names, sizeof names, dev.features, "");
     if (!(s & S_FEATURES_OK))
         set_why("device_status reads 0x%02X: the device refused the features", s);
     if (!result(s & S_FEATURES_OK, "%sfeatures: the driver accepts %s; FEATURES_OK stays set", label, names)) {
@@ -1616,7 +813,7 @@ static bool dwz_req(uint32_t type, uint64_t sector, uint32_t count, uint32_t fla
  * with several framings, and the untouched neighbours. */
 static void test_rw(void)
 {
-    uint64_t last = dev.capacity - 1;
+    uint64_t last = blk.capacity - 1;
     if (!(dev.offered & BIT(F_BLK_FLUSH)))
         set_why("VIRTIO_BLK_F_FLUSH (bit 9) not offered");
     result(dev.offered & BIT(F_BLK_FLUSH), "rw: the device offers FLUSH");
@@ -1716,7 +913,7 @@ static void test_ro(void)
 /* test=bad: requests a device must refuse. */
 static void test_bad(void)
 {
-    uint64_t cap = dev.capacity, last = cap - 1;
+    uint64_t cap = blk.capacity, last = cap - 1;
     const uint64_t wrap = 1ull << 55;   /* x 512 = 2^64: a byte offset of 0 mod 2^64 */
     WHAT("bad: IN sector %llu (the capacity: past the end): IOERR", (unsigned long long)cap);
     result(rw1(T_IN, cap, 1, ST_IOERR, what), "%s", what);
@@ -1859,7 +1056,7 @@ static uint8_t wrap_status[QMAX / 3 + 1];
 
 static void test_wrap(void)
 {
-    unsigned k = dev.qsize / 3;         /* chains of 3 descriptors in flight */
+    unsigned k = blk.qsize / 3;         /* chains of 3 descriptors in flight */
     uint64_t total = opt.requests, submitted = 0, completed = 0, failures = 0;
     uint16_t start = vq.avail_idx;      /* the requests before (GET_ID...) */
     uint8_t slot_of[QMAX];
@@ -1888,7 +1085,7 @@ static void test_wrap(void)
             if (!vq_get(&id, &len))
                 timeout_fatal(WHAT("wrap: request %llu", (unsigned long long)completed));
             completed++;
-            if (id >= dev.qsize || !outstanding[id]) {
+            if (id >= blk.qsize || !outstanding[id]) {
                 set_why("request %llu: used element id %u is no outstanding chain's head",
                         (unsigned long long)completed, id);
                 fatal("wrap: used ring");
@@ -1950,7 +1147,7 @@ static void bench_phase(const char *name, uint32_t type, uint32_t bytes, uint64_
     unsigned qd = opt.qd;
     if (bytes == BENCH_BIG && qd > 8)
         qd = 8;                         /* eight 1 MiB slots */
-    uint64_t sectors = bytes / SECTOR, span = dev.capacity / sectors;
+    uint64_t sectors = bytes / SECTOR, span = blk.capacity / sectors;
     int8_t slot_of[QMAX];
     uint8_t free_slots[BENCH_SLOTS];
     unsigned nfree = qd;
@@ -1980,7 +1177,7 @@ static void bench_phase(const char *name, uint32_t type, uint32_t bytes, uint64_
         uint32_t id, len;
         if (!vq_get(&id, &len))
             timeout_fatal(WHAT("bench: %s request %llu", name, (unsigned long long)completed));
-        if (id >= dev.qsize || slot_of[id] < 0) {
+        if (id >= blk.qsize || slot_of[id] < 0) {
             set_why("used element id %u is no outstanding chain's head", id);
             fatal(WHAT("bench: %s", name));
         }
@@ -2002,8 +1199,8 @@ static void bench_phase(const char *name, uint32_t type, uint32_t bytes, uint64_
 static void test_bench(void)
 {
     uint64_t big = opt.bench_mib;
-    if (big > dev.capacity / (BENCH_BIG / SECTOR))
-        big = dev.capacity / (BENCH_BIG / SECTOR);
+    if (big > blk.capacity / (BENCH_BIG / SECTOR))
+        big = blk.capacity / (BENCH_BIG / SECTOR);
     if (!result(big > 0 && !(dev.offered & BIT(F_BLK_RO)), "bench: a writable disk of at least 1 MiB"))
         return;
     for (unsigned j = 0; j < 8; j++)
@@ -2029,7 +1226,7 @@ static void test_bench(void)
 static void find_pci_device(void)
 {
     /* PCI discovery (§4.1.2) */
-    if (!find_device()) {
+    if (!pci_find_virtio(VIRTIO_BLK_DEVICE, opt.disk)) {
         set_why("found %u virtio-blk function%s (1AF4:1042) on bus 0", dev.count, dev.count == 1 ? "" : "s");
         fatal(WHAT("PCI bus 0: virtio-blk #%u", opt.disk));
     }
@@ -2043,32 +1240,13 @@ static void find_pci_device(void)
               pci_r8(b, 0x08), sub & 0xFFFF, sub >> 16, pci_r16(b, PCI_COMMAND));
     }
 
-    /* The virtio capabilities and their BARs (§4.1.4) */
-    uint64_t notify_base = 0;
-    uint32_t devcfg_need = opt.mode == M_DISCARD ? BC_WZ_MAY_UNMAP + 1 : 8;
-    bool ok = walk_caps() && map_cap(CAP_COMMON, CC_SIZE, &dev.common) && map_cap(CAP_NOTIFY, 2, &notify_base) &&
-              map_cap(CAP_ISR, 1, &dev.isr) && map_cap(CAP_DEVICE, devcfg_need, &dev.devcfg);
-    if (verbose)
-        for (int t = CAP_COMMON; t <= CAP_DEVICE; t++) {
-            struct cap *c = &dev.caps[t];
-            if (c->found)
-                print(NAME ": [verbose] %s: BAR %u, offset 0x%x, length 0x%x%s\n", cap_names[t], c->bar, c->offset,
-                      c->length, t == CAP_NOTIFY ? "" : "");
-        }
+    /* The virtio capabilities and their BARs (§4.1.4), then memory space
+     * and bus mastering on (virtio.c) */
+    bool ok = virtio_pci_map(opt.mode == M_DISCARD ? BC_WZ_MAY_UNMAP + 1 : 8);
     if (verbose)
         print(NAME ": [verbose] notify_off_multiplier %u; MSI-X capability %s\n", dev.notify_mult,
               dev.has_msix ? "present (left disabled)" : "absent");
-    if (!ok)
-        fatal("PCI: virtio capabilities common cfg, notify, ISR and device cfg, each inside a memory BAR");
-    result(true, "PCI: virtio capabilities common cfg, notify, ISR and device cfg, each inside a memory BAR");
-    uint16_t cmd = pci_r16(b, PCI_COMMAND);
-    pci_w16(b, PCI_COMMAND, cmd | PCI_CMD_MEMORY | PCI_CMD_MASTER);
-    cmd = pci_r16(b, PCI_COMMAND);
-    if ((cmd & (PCI_CMD_MEMORY | PCI_CMD_MASTER)) != (PCI_CMD_MEMORY | PCI_CMD_MASTER)) {
-        set_why("the command register reads 0x%04X", cmd);
-        fatal("PCI: command register: memory space and bus master enabled");
-    }
-    result(true, "PCI: command register: memory space and bus master enabled");
+    virtio_pci_enable(ok);
 }
 
 /* Finds the virtio-mmio block device at opt.mmio + opt.disk * 0x1000 (skvm
@@ -2096,30 +1274,12 @@ static void find_mmio_device(void)
     dev.devcfg = base + MM_CONFIG;
 }
 
-void vbt_main(uint32_t mbi_addr);
-void vbt_main(uint32_t mbi_addr)
+/* entry.asm calls this at CPL 3 with the Multiboot information's address. */
+void guest_main(uint32_t mbi_addr);
+void guest_main(uint32_t mbi_addr)
 {
-    const volatile uint32_t *mbi = (const volatile uint32_t *)(uintptr_t)mbi_addr;
-    const char *cmdline = (mbi[0] & (1u << 2)) ? (const char *)(uintptr_t)mbi[4] : "";
-    {   /* the arguments: the command line after the kernel's path */
-        const char *a = cmdline;
-        while (*a && (uint8_t)*a > ' ')
-            a++;
-        while (*a && (uint8_t)*a <= ' ')
-            a++;
-        size_t n = 0;
-        while (a[n])
-            n++;
-        while (n && (uint8_t)a[n - 1] <= ' ')
-            n--;
-        char text[200];
-        if (n > sizeof text - 1)
-            n = sizeof text - 1;
-        memcpy(text, a, n);
-        text[n] = 0;
-        print(NAME ": arguments: \"%s\"\n", text);
-    }
-    parse_cmdline(cmdline);
+    opt.mode = (enum mode)parse_cmdline(guest_cmdline(mbi_addr), mode_names,
+                                        sizeof mode_names / sizeof mode_names[0], option, USAGE);
     if (checks_failed)
         finish();
     print(NAME ": test=%s disk=%u\n", mode_names[opt.mode], opt.disk);
@@ -2134,13 +1294,13 @@ void vbt_main(uint32_t mbi_addr)
         finish();
 
     /* §5.2.4, §5.2.6 */
-    dev.capacity = cfg_r64(BC_CAPACITY);
-    print(NAME ": capacity: %llu sectors (%llu bytes)\n", (unsigned long long)dev.capacity,
-          (unsigned long long)dev.capacity * SECTOR);
+    blk.capacity = cfg_r64(BC_CAPACITY);
+    print(NAME ": capacity: %llu sectors (%llu bytes)\n", (unsigned long long)blk.capacity,
+          (unsigned long long)blk.capacity * SECTOR);
     if (opt.have_capacity) {
-        if (dev.capacity != opt.capacity)
-            set_why("the device reports %llu", (unsigned long long)dev.capacity);
-        result(dev.capacity == opt.capacity, "capacity is %llu sectors (expect-capacity)",
+        if (blk.capacity != opt.capacity)
+            set_why("the device reports %llu", (unsigned long long)blk.capacity);
+        result(blk.capacity == opt.capacity, "capacity is %llu sectors (expect-capacity)",
                (unsigned long long)opt.capacity);
     }
     print(NAME ": read-only (VIRTIO_BLK_F_RO): %s\n", (dev.offered & BIT(F_BLK_RO)) ? "yes" : "no");
@@ -2151,9 +1311,9 @@ void vbt_main(uint32_t mbi_addr)
     get_id("");
 
     if (opt.mode != M_INFO) {
-        if (dev.capacity < 512)
-            set_why("the disk has %llu sectors; make it with guests/tools/make-test-disk.sh", (unsigned long long)dev.capacity);
-        if (!result(dev.capacity >= 512, "capacity >= 512 sectors (the sectors the tests use)"))
+        if (blk.capacity < 512)
+            set_why("the disk has %llu sectors; make it with guests/tools/make-test-disk.sh", (unsigned long long)blk.capacity);
+        if (!result(blk.capacity >= 512, "capacity >= 512 sectors (the sectors the tests use)"))
             finish();
     }
     switch (opt.mode) {

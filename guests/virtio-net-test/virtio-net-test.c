@@ -20,15 +20,15 @@
  *
  * Read virtio-blk-test.c first: this file is the same kind of driver, and
  * the parts that do not depend on the device type (the machine, serial
- * output, checks and the verdict, PCI discovery, the virtio capabilities,
- * BAR sizing and assignment, the common-configuration helpers) are copied
- * from it unchanged, apart from names. Only their comments are shortened
- * here. What is new is the network device (§5.1), two virtqueues instead
- * of one, receive buffers the device fills, merged receive buffers, the
- * offload header, and a tiny ARP/IPv4/ICMP stack.
+ * output, checks and the verdict, the command line, PCI discovery, the
+ * virtio capabilities, BAR sizing and assignment, the common-configuration
+ * helpers) are the ones it uses too, in virtio-common/ (guest.h and
+ * virtio.h list them). What is here is the network device (§5.1), two
+ * virtqueues instead of one, receive buffers the device fills, merged
+ * receive buffers, the offload header, and a tiny ARP/IPv4/ICMP stack.
  *
- * All of it runs in 64-bit user mode (CPL 3) and polls; entry.asm gets
- * there (it is virtio-blk-test/entry.asm with the names changed).
+ * All of it runs in 64-bit user mode (CPL 3) and polls; the same
+ * virtio-common/entry.asm as virtio-blk-test's gets there.
  *
  * The specification: Virtual I/O Device (VIRTIO) Version 1.2. Section
  * numbers below are that version's.
@@ -200,251 +200,10 @@
  * host, such as ARP requests answered and frames ignored).
  * ========================================================================== */
 
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
+#include "virtio.h"
 
 #define NAME "virtio-net-test"
-
-/* ---- the machine: ports, MMIO, barriers, time ------------------------------ */
-
-static inline void outb(uint16_t p, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(p)); }
-static inline void outw(uint16_t p, uint16_t v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(p)); }
-static inline void outl(uint16_t p, uint32_t v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(p)); }
-static inline uint8_t inb(uint16_t p) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(p)); return v; }
-static inline uint16_t inw(uint16_t p) { uint16_t v; __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(p)); return v; }
-static inline uint32_t inl(uint16_t p) { uint32_t v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(p)); return v; }
-
-/* MMIO: one access of exactly the field's width (a volatile access of a
- * naturally aligned scalar compiles to a single MOV). */
-static inline uint8_t mmio_r8(uint64_t a) { return *(volatile uint8_t *)(uintptr_t)a; }
-static inline uint16_t mmio_r16(uint64_t a) { return *(volatile uint16_t *)(uintptr_t)a; }
-static inline uint32_t mmio_r32(uint64_t a) { return *(volatile uint32_t *)(uintptr_t)a; }
-static inline void mmio_w8(uint64_t a, uint8_t v) { *(volatile uint8_t *)(uintptr_t)a = v; }
-static inline void mmio_w16(uint64_t a, uint16_t v) { *(volatile uint16_t *)(uintptr_t)a = v; }
-static inline void mmio_w32(uint64_t a, uint32_t v) { *(volatile uint32_t *)(uintptr_t)a = v; }
-
-/* x86 keeps stores in order and loads in order, so the ring protocol's
- * write and read barriers only have to stop the compiler; the full barrier
- * before a notification is MFENCE. */
-#define barrier() __asm__ volatile("" ::: "memory")
-static inline void mb(void) { __asm__ volatile("mfence" ::: "memory"); }
-static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
-static inline uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return (uint64_t)hi << 32 | lo;
-}
-
-/* How long to wait for the device: 10^10 TSC cycles, a few seconds on any
- * host. A correct device answers in microseconds. */
-#define TIMEOUT_CYCLES 10000000000ull
-
-/* gcc may emit calls to these even in freestanding code. */
-void *memset(void *d, int c, size_t n)
-{
-    void *r = d;
-    __asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
-    return r;
-}
-void *memcpy(void *d, const void *s, size_t n)  /* REP MOVSB: fast for the big frames */
-{
-    void *r = d;
-    __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(n) : : "memory");
-    return r;
-}
-int memcmp(const void *a, const void *b, size_t n)
-{
-    const uint8_t *p = a, *q = b;
-    for (; n; n--, p++, q++)
-        if (*p != *q)
-            return *p < *q ? -1 : 1;
-    return 0;
-}
-
-/* ---- serial output and formatting ------------------------------------------ */
-
-#define COM1 0x3F8
-#define DEBUG_EXIT 0xF4
-
-static void putc_serial(char c)
-{
-    while (!(inb(COM1 + 5) & 0x20))     /* LSR.THRE */
-        ;
-    outb(COM1, (uint8_t)c);
-}
-
-static void puts_serial(const char *s)
-{
-    while (*s)
-        putc_serial(*s++);
-}
-
-/* A small vsnprintf: %s %c %d %u %x %X %%, flag 0, a width, and the
- * length modifiers l, ll and z (64-bit). */
-static size_t vfmt(char *out, size_t cap, const char *f, va_list ap)
-{
-    size_t n = 0;
-#define EMIT(ch) do { if (n + 1 < cap) out[n] = (ch); n++; } while (0)
-    for (; *f; f++) {
-        if (*f != '%') {
-            EMIT(*f);
-            continue;
-        }
-        f++;
-        bool zero = false;
-        int width = 0, lng = 0;
-        if (*f == '0') {
-            zero = true;
-            f++;
-        }
-        while (*f >= '0' && *f <= '9')
-            width = width * 10 + (*f++ - '0');
-        while (*f == 'l' || *f == 'z') {
-            lng = 1;
-            f++;
-        }
-        char tmp[24];
-        int len = 0;
-        const char *s = tmp;
-        switch (*f) {
-        case 's':
-            s = va_arg(ap, const char *);
-            if (!s)
-                s = "(null)";
-            while (s[len])
-                len++;
-            break;
-        case 'c':
-            tmp[0] = (char)va_arg(ap, int);
-            len = 1;
-            break;
-        case 'd':
-        case 'u':
-        case 'x':
-        case 'X': {
-            uint64_t v;
-            bool neg = false;
-            if (*f == 'd') {
-                int64_t sv = lng ? va_arg(ap, int64_t) : va_arg(ap, int);
-                neg = sv < 0;
-                v = neg ? -(uint64_t)sv : (uint64_t)sv;
-            } else {
-                v = lng ? va_arg(ap, uint64_t) : va_arg(ap, unsigned);
-            }
-            unsigned base = (*f == 'x' || *f == 'X') ? 16 : 10;
-            const char *digits = *f == 'x' ? "0123456789abcdef" : "0123456789ABCDEF";
-            char rev[24];
-            int r = 0;
-            do {
-                rev[r++] = digits[v % base];
-                v /= base;
-            } while (v);
-            if (neg)
-                tmp[len++] = '-';
-            while (r)
-                tmp[len++] = rev[--r];
-            break;
-        }
-        case '%':
-            tmp[0] = '%';
-            len = 1;
-            break;
-        default:
-            tmp[0] = '?';
-            len = 1;
-            break;
-        }
-        for (int pad = width - len; pad > 0; pad--)
-            EMIT(zero ? '0' : ' ');
-        for (int i = 0; i < len; i++)
-            EMIT(s[i]);
-    }
-    if (cap)
-        out[n < cap ? n : cap - 1] = 0;
-    return n;
-#undef EMIT
-}
-
-static size_t fmt(char *out, size_t cap, const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    size_t n = vfmt(out, cap, f, ap);
-    va_end(ap);
-    return n;
-}
-
-static void print(const char *f, ...)
-{
-    char buf[512];
-    va_list ap;
-    va_start(ap, f);
-    vfmt(buf, sizeof buf, f, ap);
-    va_end(ap);
-    puts_serial(buf);
-}
-
-/* ---- checks and the verdict ------------------------------------------------ */
-
-static unsigned checks_run, checks_failed;
-static char why[256];                   /* the reason of the next FAIL */
-static bool verbose;
-
-static void set_why(const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    vfmt(why, sizeof why, f, ap);
-    va_end(ap);
-}
-
-/* result: count one check and print its line. `what` is a format. */
-static bool result(bool ok, const char *what, ...)
-{
-    char buf[256];
-    va_list ap;
-    va_start(ap, what);
-    vfmt(buf, sizeof buf, what, ap);
-    va_end(ap);
-    checks_run++;
-    if (ok) {
-        print(NAME ": %s: ok\n", buf);
-    } else {
-        checks_failed++;
-        print(NAME ": %s: FAIL (%s)\n", buf, why[0] ? why : "?");
-    }
-    why[0] = 0;
-    return ok;
-}
-
-static void __attribute__((noreturn)) vm_exit(uint8_t v)
-{
-    outb(DEBUG_EXIT, v);
-    print(NAME ": port 0xF4 did not end the VM\n");
-    for (;;)
-        __asm__ volatile("ud2");
-}
-
-static void __attribute__((noreturn)) finish(void)
-{
-    if (checks_failed == 0) {
-        print(NAME ": all %u checks passed\n", checks_run);
-        vm_exit(0);
-    }
-    print(NAME ": %u of %u checks failed\n", checks_failed, checks_run);
-    vm_exit(1);
-}
-
-/* A failed check after which testing cannot go on. */
-static void __attribute__((noreturn)) fatal(const char *what)
-{
-    result(false, "%s", what);
-    finish();
-}
-
+const char guest_name[] = NAME;   /* guest.h: the prefix of every line */
 
 /* ---- the command line -------------------------------------------------------- */
 
@@ -462,114 +221,54 @@ static struct {
     uint64_t pings;                     /* ping: echo requests to answer */
     uint64_t wait_s;                    /* ping: how long to wait for them, in 10^9 cycles */
     uint32_t gso_step;                  /* frames offload=1: GSO lengths 1503, 1503 + step, ... */
-    bool assign_bars;
-} opt = { M_INFO, 0, false, false, 0, 0, 0, 20000, 3, 30, 1021, false };
+} opt = { M_INFO, 0, false, false, 0, 0, 0, 20000, 3, 30, 1021 };
 
-static bool word_is(const char *w, size_t n, const char *s)
-{
-    size_t i = 0;
-    for (; i < n && s[i]; i++)
-        if (w[i] != s[i])
-            return false;
-    return i == n && s[i] == 0;
-}
+/* What a bad argument's FAIL line says after "expected ". */
+#define USAGE                                                                                     \
+    "test=info|ping|frames|bench nic=N mrg=0|1 offload=0|1 rxbuf=64..4096 "                        \
+    "qsize=64..256 tsc_khz=N count=N pings=N wait=N gso_step=1..64032 assign-bars=0|1 verbose=0|1"
 
-static bool parse_u64(const char *s, size_t n, uint64_t *out)
+/* One KEY=VALUE argument (guest.c's parse_cmdline splits the command line
+ * and handles test=MODE and verbose=0|1 itself). */
+static bool option(const char *w, size_t k, const char *v, size_t vn)
 {
-    uint64_t v = 0;
-    if (n == 0 || n > 20)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
+    uint64_t num = 0;
+    bool ok;
+    if (word_is(w, k, "nic")) {
+        ok = parse_u64(v, vn, &num) && num < 32 * 8;
+        opt.nic = (unsigned)num;
+    } else if (word_is(w, k, "mrg")) {
+        ok = parse_bool(v, vn, &opt.mrg);
+    } else if (word_is(w, k, "offload")) {
+        ok = parse_bool(v, vn, &opt.offload);
+    } else if (word_is(w, k, "rxbuf")) {
+        ok = parse_u64(v, vn, &num) && num >= 64 && num <= 4096;
+        opt.rxbuf = (unsigned)num;
+    } else if (word_is(w, k, "qsize")) {
+        ok = parse_u64(v, vn, &num) && num >= 64 && num <= 256 && (num & (num - 1)) == 0;
+        opt.qsize = (unsigned)num;
+    } else if (word_is(w, k, "tsc_khz")) {
+        ok = parse_u64(v, vn, &opt.tsc_khz) && opt.tsc_khz >= 1000 && opt.tsc_khz <= 100000000;
+    } else if (word_is(w, k, "count")) {
+        ok = parse_u64(v, vn, &opt.count) && opt.count >= 1 && opt.count <= 100000000;
+    } else if (word_is(w, k, "pings")) {
+        ok = parse_u64(v, vn, &opt.pings) && opt.pings <= 1000;
+    } else if (word_is(w, k, "wait")) {
+        ok = parse_u64(v, vn, &opt.wait_s) && opt.wait_s >= 1 && opt.wait_s <= 1000;
+    } else if (word_is(w, k, "gso_step")) {
+        ok = parse_u64(v, vn, &num) && num >= 1 && num <= 64032;
+        opt.gso_step = (uint32_t)num;
+    } else if (word_is(w, k, "assign-bars")) {
+        ok = parse_bool(v, vn, &assign_bars);
+    } else {
+        ok = false;
     }
-    *out = v;
-    return true;
+    return ok;
 }
 
-static bool parse_bool(const char *v, size_t vn, bool *out)
+/* The defaults that depend on other arguments, and their combinations. */
+static void options_done(void)
 {
-    if (!(word_is(v, vn, "0") || word_is(v, vn, "1")))
-        return false;
-    *out = v[0] == '1';
-    return true;
-}
-
-/* Arguments are the words after the first (the kernel's path), separated
- * by bytes 1..0x20, each KEY=VALUE. A bad one is a failed check. */
-static void parse_cmdline(const char *c)
-{
-    while (*c && (uint8_t)*c > ' ')     /* skip the kernel path */
-        c++;
-    for (;;) {
-        while (*c && (uint8_t)*c <= ' ')
-            c++;
-        if (!*c)
-            break;
-        const char *w = c;
-        while (*c && (uint8_t)*c > ' ')
-            c++;
-        size_t n = (size_t)(c - w), k = 0;
-        while (k < n && w[k] != '=')
-            k++;
-        const char *v = w + k + 1;
-        size_t vn = k < n ? n - k - 1 : 0;
-        uint64_t num = 0;
-        bool ok = k < n;
-        if (!ok) {
-            ok = false;
-        } else if (word_is(w, k, "test")) {
-            ok = false;
-            for (unsigned m = 0; m < sizeof mode_names / sizeof mode_names[0]; m++)
-                if (word_is(v, vn, mode_names[m])) {
-                    opt.mode = (enum mode)m;
-                    ok = true;
-                }
-        } else if (word_is(w, k, "nic")) {
-            ok = parse_u64(v, vn, &num) && num < 32 * 8;
-            opt.nic = (unsigned)num;
-        } else if (word_is(w, k, "mrg")) {
-            ok = parse_bool(v, vn, &opt.mrg);
-        } else if (word_is(w, k, "offload")) {
-            ok = parse_bool(v, vn, &opt.offload);
-        } else if (word_is(w, k, "rxbuf")) {
-            ok = parse_u64(v, vn, &num) && num >= 64 && num <= 4096;
-            opt.rxbuf = (unsigned)num;
-        } else if (word_is(w, k, "qsize")) {
-            ok = parse_u64(v, vn, &num) && num >= 64 && num <= 256 && (num & (num - 1)) == 0;
-            opt.qsize = (unsigned)num;
-        } else if (word_is(w, k, "tsc_khz")) {
-            ok = parse_u64(v, vn, &opt.tsc_khz) && opt.tsc_khz >= 1000 && opt.tsc_khz <= 100000000;
-        } else if (word_is(w, k, "count")) {
-            ok = parse_u64(v, vn, &opt.count) && opt.count >= 1 && opt.count <= 100000000;
-        } else if (word_is(w, k, "pings")) {
-            ok = parse_u64(v, vn, &opt.pings) && opt.pings <= 1000;
-        } else if (word_is(w, k, "wait")) {
-            ok = parse_u64(v, vn, &opt.wait_s) && opt.wait_s >= 1 && opt.wait_s <= 1000;
-        } else if (word_is(w, k, "gso_step")) {
-            ok = parse_u64(v, vn, &num) && num >= 1 && num <= 64032;
-            opt.gso_step = (uint32_t)num;
-        } else if (word_is(w, k, "assign-bars")) {
-            ok = parse_bool(v, vn, &opt.assign_bars);
-        } else if (word_is(w, k, "verbose")) {
-            ok = parse_bool(v, vn, &verbose);
-        } else {
-            ok = false;
-        }
-        if (!ok) {
-            char word[64];
-            size_t m = n < sizeof word - 1 ? n : sizeof word - 1;
-            memcpy(word, w, m);
-            word[m] = 0;
-            set_why("expected test=info|ping|frames|bench nic=N mrg=0|1 offload=0|1 rxbuf=64..4096 "
-                    "qsize=64..256 tsc_khz=N count=N pings=N wait=N gso_step=1..64032 assign-bars=0|1 verbose=0|1");
-            result(false, "argument \"%s\"", word);
-        }
-    }
     if (opt.offload)                    /* GUEST_TSO4 without merged buffers would need 64 KiB buffers */
         opt.mrg = true;
     if (!opt.rxbuf)
@@ -580,70 +279,11 @@ static void parse_cmdline(const char *c)
     }
 }
 
-/* ---- PCI configuration space (mechanism #1) --------------------------------- */
-
-#define PCI_ADDR 0xCF8
-#define PCI_DATA 0xCFC
-
-struct bdf { uint8_t bus, dev, fn; };
-
-static void pci_select(struct bdf d, uint8_t reg)
-{
-    outl(PCI_ADDR, 0x80000000u | (uint32_t)d.bus << 16 | (uint32_t)d.dev << 11 | (uint32_t)d.fn << 8 | (reg & 0xFC));
-}
-static uint32_t pci_r32(struct bdf d, uint8_t reg) { pci_select(d, reg); return inl(PCI_DATA); }
-static uint16_t pci_r16(struct bdf d, uint8_t reg) { pci_select(d, reg); return inw(PCI_DATA + (reg & 2)); }
-static uint8_t pci_r8(struct bdf d, uint8_t reg) { pci_select(d, reg); return inb(PCI_DATA + (reg & 3)); }
-static void pci_w32(struct bdf d, uint8_t reg, uint32_t v) { pci_select(d, reg); outl(PCI_DATA, v); }
-static void pci_w16(struct bdf d, uint8_t reg, uint16_t v) { pci_select(d, reg); outw(PCI_DATA + (reg & 2), v); }
-
-#define PCI_COMMAND 0x04
-#define PCI_STATUS 0x06
-#define PCI_CMD_MEMORY (1 << 1)
-#define PCI_CMD_MASTER (1 << 2)
-#define PCI_STATUS_CAPS (1 << 4)
-#define PCI_CAP_PTR 0x34
-#define PCI_CAP_VNDR 0x09
-#define PCI_CAP_MSIX 0x11
-
-#define VIRTIO_VENDOR 0x1AF4
-#define VIRTIO_NET_DEVICE 0x1041        /* 0x1040 + device ID 1 (§4.1.2, §5.1.1) */
-
 /* ---- the device ---------------------------------------------------------------- */
 
-/* virtio_pci_cap cfg_type values (§4.1.4) */
-enum { CAP_COMMON = 1, CAP_NOTIFY = 2, CAP_ISR = 3, CAP_DEVICE = 4 };
-static const char *const cap_names[] = { "", "common cfg", "notify", "ISR", "device cfg" };
+#define VIRTIO_NET_DEVICE 0x1041        /* 0x1040 + device ID 1 (§4.1.2, §5.1.1) */
 
-/* struct virtio_pci_common_cfg (§4.1.4.3): byte offsets */
-#define CC_DFSELECT 0x00        /* le32 device_feature_select */
-#define CC_DF 0x04              /* le32 device_feature */
-#define CC_GFSELECT 0x08        /* le32 driver_feature_select */
-#define CC_GF 0x0C              /* le32 driver_feature */
-#define CC_MSIX 0x10            /* le16 config_msix_vector */
-#define CC_NUMQ 0x12            /* le16 num_queues */
-#define CC_STATUS 0x14          /* u8 device_status */
-#define CC_CFGGEN 0x15          /* u8 config_generation */
-#define CC_Q_SELECT 0x16        /* le16 queue_select */
-#define CC_Q_SIZE 0x18          /* le16 queue_size */
-#define CC_Q_MSIX 0x1A          /* le16 queue_msix_vector */
-#define CC_Q_ENABLE 0x1C        /* le16 queue_enable */
-#define CC_Q_NOFF 0x1E          /* le16 queue_notify_off */
-#define CC_Q_DESC 0x20          /* le64 queue_desc */
-#define CC_Q_DRIVER 0x28        /* le64 queue_driver (available ring) */
-#define CC_Q_DEVICE 0x30        /* le64 queue_device (used ring) */
-#define CC_SIZE 0x38            /* the fields above */
-
-/* device_status bits (§2.1) */
-#define S_ACKNOWLEDGE 1
-#define S_DRIVER 2
-#define S_DRIVER_OK 4
-#define S_FEATURES_OK 8
-#define S_NEEDS_RESET 64
-#define S_FAILED 128
-
-
-/* feature bits (§6 reserved bits, §5.1.3 network device bits) */
+/* feature bits (§5.1.3; virtio.h has those of §6) */
 #define F_NET_CSUM 0
 #define F_NET_GUEST_CSUM 1
 #define F_NET_CTRL_GUEST_OFFLOADS 2
@@ -665,12 +305,6 @@ static const char *const cap_names[] = { "", "common cfg", "notify", "ISR", "dev
 #define F_NET_GUEST_ANNOUNCE 21
 #define F_NET_MQ 22
 #define F_NET_CTRL_MAC_ADDR 23
-#define F_INDIRECT_DESC 28
-#define F_EVENT_IDX 29
-#define F_VERSION_1 32
-#define F_ACCESS_PLATFORM 33
-#define F_RING_PACKED 34
-#define BIT(n) (1ull << (n))
 
 /* The features test=info reports as offered or not: the ones this driver
  * knows and skvm's device implements (issue #6), so that the line is the
@@ -688,338 +322,15 @@ static const char *const cap_names[] = { "", "common cfg", "notify", "ISR", "dev
 #define NET_S_LINK_UP 1
 #define NET_S_ANNOUNCE 2
 
-struct cap {
-    bool found;
-    uint8_t bar, cap_len;
-    uint32_t offset, length;
-};
-
+/* This driver's part of the device's state (virtio.h's dev holds the rest). */
 static struct {
-    struct bdf bdf;
-    unsigned count;                     /* virtio-net functions on bus 0 */
-    struct cap caps[5];
-    uint32_t notify_mult;
-    bool has_msix;
-    uint64_t bar_base[6], bar_size[6];
-    bool bar_done[6];
-    uint64_t common, notify, isr, devcfg; /* MMIO addresses */
-    uint64_t features;                  /* negotiated */
-    uint64_t offered;
     uint8_t mac[6];
-} dev;
-
-/* ---- finding the device ------------------------------------------------------ */
-
-static bool find_device(void)
-{
-    bool found = false;
-    for (uint8_t d = 0; d < 32; d++) {
-        struct bdf f0 = { 0, d, 0 };
-        if (pci_r16(f0, 0x00) == 0xFFFF)
-            continue;
-        unsigned nfn = (pci_r8(f0, 0x0E) & 0x80) ? 8 : 1;   /* multi-function? */
-        for (uint8_t fn = 0; fn < nfn; fn++) {
-            struct bdf b = { 0, d, fn };
-            uint32_t id = pci_r32(b, 0x00);
-            if ((id & 0xFFFF) != VIRTIO_VENDOR || (id >> 16) != VIRTIO_NET_DEVICE)
-                continue;
-            if (dev.count == opt.nic) {
-                dev.bdf = b;
-                found = true;
-            }
-            dev.count++;
-        }
-    }
-    return found;
-}
-
-/* Walk the capability list; remember the first virtio capability of each
- * type we use. */
-static bool walk_caps(void)
-{
-    struct bdf b = dev.bdf;
-    if (!(pci_r16(b, PCI_STATUS) & PCI_STATUS_CAPS)) {
-        set_why("PCI status bit 4 (capabilities list) is clear");
-        return false;
-    }
-    uint8_t p = pci_r8(b, PCI_CAP_PTR) & 0xFC;
-    for (unsigned guard = 0; p && guard < 48; guard++) {
-        uint8_t id = pci_r8(b, p), next = pci_r8(b, p + 1);
-        if (id == PCI_CAP_MSIX)
-            dev.has_msix = true;
-        if (id == PCI_CAP_VNDR) {
-            uint8_t len = pci_r8(b, p + 2), type = pci_r8(b, p + 3), bar = pci_r8(b, p + 4);
-            if (type >= CAP_COMMON && type <= CAP_DEVICE && bar <= 5 && !dev.caps[type].found) {
-                struct cap *c = &dev.caps[type];
-                c->found = true;
-                c->bar = bar;
-                c->cap_len = len;
-                c->offset = pci_r32(b, p + 8);
-                c->length = pci_r32(b, p + 12);
-                if (type == CAP_NOTIFY && len >= 20)
-                    dev.notify_mult = pci_r32(b, p + 16);
-            }
-        }
-        p = next & 0xFC;
-    }
-    for (int t = CAP_COMMON; t <= CAP_DEVICE; t++)
-        if (!dev.caps[t].found) {
-            set_why("no virtio %s capability (cap_vndr 0x09, cfg_type %d)", cap_names[t], t);
-            return false;
-        }
-    if (dev.caps[CAP_NOTIFY].cap_len < 20) {
-        set_why("the notify capability is %u bytes, too short for notify_off_multiplier",
-                dev.caps[CAP_NOTIFY].cap_len);
-        return false;
-    }
-    return true;
-}
-
-/* ---- BARs ------------------------------------------------------------------------ */
-
-#define MMIO_WINDOW_START 0xC0000000ull /* where this guest assigns BARs */
-#define MMIO_WINDOW_END 0xFEC00000ull   /* the IOAPIC, HPET, LAPIC... above */
-
-struct bar {
-    bool io, is64;
-    uint32_t lo, hi;                    /* the registers as found */
-    uint64_t addr, size;
-};
-
-/* Read and size BAR i of function b (PCI 3.0 §6.2.5.1): with the
- * function's decoding off, write all ones, read back, restore. A 64-bit
- * BAR uses register i + 1 as well. size 0: not implemented. */
-static void bar_probe(struct bdf b, unsigned i, struct bar *r)
-{
-    uint8_t reg = (uint8_t)(0x10 + 4 * i);
-    r->lo = pci_r32(b, reg);
-    r->io = r->lo & 1;
-    r->is64 = !r->io && ((r->lo >> 1) & 3) == 2 && i < 5;
-    r->hi = r->is64 ? pci_r32(b, reg + 4) : 0;
-    r->addr = (r->lo & (r->io ? ~0x3ull : ~0xFull)) | (uint64_t)r->hi << 32;
-    uint16_t cmd = pci_r16(b, PCI_COMMAND);
-    pci_w16(b, PCI_COMMAND, cmd & ~(PCI_CMD_MEMORY | 1));
-    pci_w32(b, reg, 0xFFFFFFFF);
-    uint32_t szlo = pci_r32(b, reg) & (r->io ? ~0x3u : ~0xFu);
-    uint32_t szhi = 0xFFFFFFFF;
-    if (r->is64) {
-        pci_w32(b, reg + 4, 0xFFFFFFFF);
-        szhi = pci_r32(b, reg + 4);
-    }
-    pci_w32(b, reg, r->lo);
-    if (r->is64)
-        pci_w32(b, reg + 4, r->hi);
-    pci_w16(b, PCI_COMMAND, cmd);
-    if (r->io)
-        szhi = 0xFFFFFFFF, szlo |= 0xFFFF0000u;     /* I/O BARs decode 16 bits */
-    r->size = (szlo == 0 && szhi == 0xFFFFFFFF) ? 0 : ~((uint64_t)szhi << 32 | szlo) + 1;
-}
-
-/* The memory ranges every other BAR on bus 0 decodes, so that a BAR this
- * guest assigns lands in a gap (skvm and SeaBIOS both put BARs in
- * 0xC000_0000-0xFEBF_FFFF). Collected once, before the first assignment;
- * assigned BARs are added. */
-static struct { struct bdf b; uint8_t bar; uint64_t base, end; } taken[64];
-static unsigned ntaken;
-static bool taken_done;
-
-static void collect_taken(void)
-{
-    taken_done = true;
-    for (uint8_t d = 0; d < 32; d++) {
-        struct bdf f0 = { 0, d, 0 };
-        if (pci_r16(f0, 0x00) == 0xFFFF)
-            continue;
-        unsigned nfn = (pci_r8(f0, 0x0E) & 0x80) ? 8 : 1;
-        for (uint8_t fn = 0; fn < nfn; fn++) {
-            struct bdf b = { 0, d, fn };
-            if (pci_r16(b, 0x00) == 0xFFFF)
-                continue;
-            unsigned htype = pci_r8(b, 0x0E) & 0x7F, nbars = htype == 0 ? 6 : htype == 1 ? 2 : 0;
-            for (unsigned i = 0; i < nbars; i++) {
-                struct bar r;
-                bar_probe(b, i, &r);
-                if (!r.io && r.addr && r.size && ntaken < 64)
-                    taken[ntaken++] = (typeof(taken[0])){ b, (uint8_t)i, r.addr, r.addr + r.size };
-                if (r.is64)
-                    i++;
-            }
-        }
-    }
-}
-
-/* The lowest naturally aligned address in the window where `size` bytes
- * overlap no other BAR (BAR `bar` of our own device may move). 0: none. */
-static uint64_t find_gap(uint64_t size, unsigned bar)
-{
-    uint64_t align = size < 4096 ? 4096 : size;
-    uint64_t base = MMIO_WINDOW_START;
-    for (;;) {
-        base = (base + align - 1) & ~(align - 1);
-        if (base + size > MMIO_WINDOW_END)
-            return 0;
-        bool clash = false;
-        for (unsigned k = 0; k < ntaken; k++) {
-            bool self = taken[k].b.dev == dev.bdf.dev && taken[k].b.fn == dev.bdf.fn && taken[k].bar == bar;
-            if (!self && base < taken[k].end && taken[k].base < base + size) {
-                base = taken[k].end;
-                clash = true;
-                break;
-            }
-        }
-        if (!clash)
-            return base;
-    }
-}
-
-/* Size BAR i of our device and, if it is unprogrammed or out of reach (or
- * assign-bars=1), assign it. */
-static bool setup_bar(unsigned i)
-{
-    struct bdf b = dev.bdf;
-    uint8_t reg = (uint8_t)(0x10 + 4 * i);
-    if (dev.bar_done[i])
-        return true;
-    struct bar r;
-    bar_probe(b, i, &r);
-    unsigned type = (r.lo >> 1) & 3;
-    if (r.io) {
-        set_why("BAR %u is an I/O BAR; this driver supports memory BARs only", i);
-        return false;
-    }
-    if (type != 0 && type != 2) {
-        set_why("BAR %u has the reserved memory type %u", i, type);
-        return false;
-    }
-    if (type == 2 && i == 5) {
-        set_why("BAR 5 claims to be 64-bit");
-        return false;
-    }
-    if (r.size == 0) {
-        set_why("BAR %u reads 0 after writing all ones: not implemented", i);
-        return false;
-    }
-    uint64_t addr = r.addr;
-    bool assign = opt.assign_bars || addr == 0 || addr + r.size > 0x100000000ull;
-    if (assign) {
-        if (!taken_done)
-            collect_taken();
-        uint64_t base = find_gap(r.size, i);
-        if (!base) {
-            set_why("no room for BAR %u (0x%llx bytes) in 0x%llx-0x%llx", i, (unsigned long long)r.size,
-                    MMIO_WINDOW_START, MMIO_WINDOW_END);
-            return false;
-        }
-        uint16_t cmd = pci_r16(b, PCI_COMMAND);
-        pci_w16(b, PCI_COMMAND, cmd & ~(PCI_CMD_MEMORY | 1));
-        pci_w32(b, reg, (uint32_t)base);
-        if (r.is64)
-            pci_w32(b, reg + 4, (uint32_t)(base >> 32));
-        uint64_t check = pci_r32(b, reg) & ~0xFull;
-        if (r.is64)
-            check |= (uint64_t)pci_r32(b, reg + 4) << 32;
-        pci_w16(b, PCI_COMMAND, cmd);
-        if (check != base) {
-            set_why("BAR %u reads 0x%llx after writing 0x%llx", i, (unsigned long long)check,
-                    (unsigned long long)base);
-            return false;
-        }
-        if (ntaken < 64)
-            taken[ntaken++] = (typeof(taken[0])){ b, (uint8_t)i, base, base + r.size };
-        if (verbose)
-            print(NAME ": [verbose] BAR %u: %s memory%s, 0x%llx bytes, was 0x%llx, assigned 0x%llx\n", i,
-                  r.is64 ? "64-bit" : "32-bit", (r.lo & 8) ? " prefetchable" : "", (unsigned long long)r.size,
-                  (unsigned long long)addr, (unsigned long long)base);
-        addr = base;
-    } else if (verbose) {
-        print(NAME ": [verbose] BAR %u: %s memory%s, 0x%llx bytes at 0x%llx (programmed before boot)\n", i,
-              r.is64 ? "64-bit" : "32-bit", (r.lo & 8) ? " prefetchable" : "", (unsigned long long)r.size,
-              (unsigned long long)addr);
-    }
-    dev.bar_base[i] = addr;
-    dev.bar_size[i] = r.size;
-    dev.bar_done[i] = true;
-    return true;
-}
-
-/* Every structure inside its BAR, at least `need` bytes long. */
-static bool map_cap(int type, uint32_t need, uint64_t *addr)
-{
-    struct cap *c = &dev.caps[type];
-    if (!setup_bar(c->bar))
-        return false;
-    if (c->length < need) {
-        set_why("the %s structure is %u bytes, fewer than the %u this driver reads", cap_names[type], c->length,
-                need);
-        return false;
-    }
-    if ((uint64_t)c->offset + need > dev.bar_size[c->bar]) {
-        set_why("the %s structure (offset 0x%x) does not fit in BAR %u (0x%llx bytes)", cap_names[type], c->offset,
-                c->bar, (unsigned long long)dev.bar_size[c->bar]);
-        return false;
-    }
-    *addr = dev.bar_base[c->bar] + c->offset;
-    return true;
-}
-
-/* ---- common configuration helpers ---------------------------------------------- */
-
-static uint8_t status_read(void) { return mmio_r8(dev.common + CC_STATUS); }
-static void status_write(uint8_t s) { mmio_w8(dev.common + CC_STATUS, s); }
-
-static uint64_t read_features(void)
-{
-    mmio_w32(dev.common + CC_DFSELECT, 0);
-    uint64_t lo = mmio_r32(dev.common + CC_DF);
-    mmio_w32(dev.common + CC_DFSELECT, 1);
-    uint64_t hi = mmio_r32(dev.common + CC_DF);
-    return hi << 32 | lo;
-}
-
-static void write_features(uint64_t f)
-{
-    mmio_w32(dev.common + CC_GFSELECT, 0);
-    mmio_w32(dev.common + CC_GF, (uint32_t)f);
-    mmio_w32(dev.common + CC_GFSELECT, 1);
-    mmio_w32(dev.common + CC_GF, (uint32_t)(f >> 32));
-}
-
-static void write64(uint64_t reg, uint64_t v)
-{
-    mmio_w32(reg, (uint32_t)v);
-    mmio_w32(reg + 4, (uint32_t)(v >> 32));
-}
-
-
-/* Reset and wait for device_status to read 0 (§4.1.4.3.2). */
-static bool device_reset(void)
-{
-    status_write(0);
-    uint64_t deadline = rdtsc() + TIMEOUT_CYCLES;
-    uint8_t s;
-    while ((s = status_read()) != 0) {
-        if (rdtsc() > deadline) {
-            set_why("device_status still reads 0x%02X", s);
-            return false;
-        }
-        cpu_relax();
-    }
-    return true;
-}
+} net;
 
 /* ---- the virtqueues (§2.7) ---------------------------------------------------- */
 
-#define QMAX 256
 #define HDR 12                          /* struct virtio_net_hdr with VERSION_1 */
 #define FRAME_MAX 65535                 /* the largest frame: a 64 KiB GSO packet */
-#define VIRTQ_DESC_F_NEXT 1
-#define VIRTQ_DESC_F_WRITE 2
-#define VIRTQ_AVAIL_F_NO_INTERRUPT 1
-
-struct virtq_desc { uint64_t addr; uint32_t len; uint16_t flags, next; };
-struct virtq_avail { uint16_t flags, idx, ring[QMAX], used_event; };
-struct virtq_used_elem { uint32_t id, len; };
-struct virtq_used { uint16_t flags, idx; struct virtq_used_elem ring[QMAX]; uint16_t avail_event; };
 
 static struct virtq_desc rx_desc[QMAX] __attribute__((aligned(4096)));
 static struct virtq_avail rx_avail __attribute__((aligned(4096)));
@@ -1141,7 +452,7 @@ static uint64_t wanted_features(uint64_t offered)
     return w & offered;
 }
 
-static const char *feature_name(unsigned bit)
+const char *device_feature_name(unsigned bit)
 {
     switch (bit) {
     case F_NET_CSUM: return "CSUM";
@@ -1165,41 +476,8 @@ static const char *feature_name(unsigned bit)
     case F_NET_GUEST_ANNOUNCE: return "GUEST_ANNOUNCE";
     case F_NET_MQ: return "MQ";
     case F_NET_CTRL_MAC_ADDR: return "CTRL_MAC_ADDR";
-    case 24: return "NOTIFY_ON_EMPTY";
-    case 27: return "ANY_LAYOUT";
-    case F_INDIRECT_DESC: return "RING_INDIRECT_DESC";
-    case F_EVENT_IDX: return "RING_EVENT_IDX";
-    case F_VERSION_1: return "VERSION_1";
-    case F_ACCESS_PLATFORM: return "ACCESS_PLATFORM";
-    case F_RING_PACKED: return "RING_PACKED";
-    case 35: return "IN_ORDER";
-    case 36: return "ORDER_PLATFORM";
-    case 37: return "SR_IOV";
-    case 38: return "NOTIFICATION_DATA";
-    case 39: return "NOTIF_CONFIG_DATA";
-    case 40: return "RING_RESET";
     default: return NULL;
     }
-}
-
-/* Feature names, in bit order ("MAC STATUS VERSION_1"). */
-static void feature_list(char *out, size_t cap, uint64_t f)
-{
-    size_t n = 0;
-    out[0] = 0;
-    for (int bit = 0; bit < 64; bit++) {
-        if (!(f & BIT(bit)))
-            continue;
-        const char *nm = feature_name((unsigned)bit);
-        char one[24];
-        if (nm)
-            fmt(one, sizeof one, "%s", nm);
-        else
-            fmt(one, sizeof one, "bit%d", bit);
-        n += fmt(out + n, n < cap ? cap - n : 0, "%s%s", n ? " " : "", one);
-    }
-    if (!n)
-        fmt(out, cap, "(none)");
 }
 
 static void rx_fill(void);
@@ -1217,11 +495,11 @@ static bool device_init(void)
     dev.offered = read_features();
     char names[300];
     if (verbose) {
-        feature_list(names, sizeof names, dev.offered);
+        feature_list(names, sizeof names, dev.offered, "(none)");
         print(NAME ": [verbose] device features 0x%016llx: %s\n", (unsigned long long)dev.offered, names);
     }
     if (opt.mode == M_INFO) {
-        feature_list(names, sizeof names, dev.offered & F_REPORTED);
+        feature_list(names, sizeof names, dev.offered & F_REPORTED, "(none)");
         print(NAME ": offered, of CSUM GUEST_CSUM MAC GUEST_TSO4 GUEST_TSO6 HOST_TSO4 HOST_TSO6 MRG_RXBUF STATUS "
                    "RING_EVENT_IDX VERSION_1: %s\n",
               names);
@@ -1231,10 +509,10 @@ static bool device_init(void)
         need |= BIT(F_NET_MRG_RXBUF);
     if (opt.offload)
         need |= BIT(F_NET_CSUM) | BIT(F_NET_HOST_TSO4) | BIT(F_NET_GUEST_CSUM) | BIT(F_NET_GUEST_TSO4);
-    feature_list(names, sizeof names, need);
+    feature_list(names, sizeof names, need, "(none)");
     if ((dev.offered & need) != need) {
         char miss[300];
-        feature_list(miss, sizeof miss, need & ~dev.offered);
+        feature_list(miss, sizeof miss, need & ~dev.offered, "(none)");
         set_why("not offered: %s", miss);
     }
     if (!result((dev.offered & need) == need, "features: the device offers %s", names))
@@ -1244,7 +522,7 @@ static bool device_init(void)
     /* 5, 6. FEATURES_OK, and it must stick */
     status_write(S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK);
     uint8_t s = status_read();
-    feature_list(names, sizeof names, dev.features);
+    feature_list(names, sizeof names, dev.features, "(none)");
     if (!(s & S_FEATURES_OK))
         set_why("device_status reads 0x%02X: the device refused the features", s);
     if (!result(s & S_FEATURES_OK, "features: the driver accepts %s; FEATURES_OK stays set", names)) {
@@ -1541,7 +819,7 @@ static void tx_flush(const char *what)
 static void eth_header(uint8_t *f, const uint8_t *dst, uint16_t type)
 {
     memcpy(f, dst, 6);
-    memcpy(f + 6, dev.mac, 6);
+    memcpy(f + 6, net.mac, 6);
     put16(f + 12, type);
 }
 
@@ -1575,7 +853,7 @@ static void arp_send(uint16_t oper, const uint8_t *dst_mac, const uint8_t *tha, 
     a[4] = 6;
     a[5] = 4;
     put16(a + 6, oper);
-    memcpy(a + 8, dev.mac, 6);          /* sender: us */
+    memcpy(a + 8, net.mac, 6);          /* sender: us */
     put32(a + 14, MY_IP);
     memcpy(a + 18, tha, 6);
     put32(a + 24, tpa);
@@ -1670,7 +948,7 @@ static bool arp_resolve(const char *label)
         while (rx_next(deadline)) {
             const uint8_t *a = rxp + 14;
             if (is_arp(2) && get32(a + 14) == HOST_IP) {
-                bool ok = get32(a + 24) == MY_IP && !memcmp(a + 18, dev.mac, 6) && !memcmp(rxp, dev.mac, 6) &&
+                bool ok = get32(a + 24) == MY_IP && !memcmp(a + 18, net.mac, 6) && !memcmp(rxp, net.mac, 6) &&
                           !(a[8] & 1) && !memcmp(rxp + 6, a + 8, 6);
                 if (!ok)
                     set_why("the reply is not addressed to 10.0.2.15 at our MAC, or its sender MAC is not unicast");
@@ -1938,7 +1216,7 @@ static bool check_h2g(uint8_t phase, uint32_t seq, bool tcp)
         set_why("frame %u: %u bytes, expected %u", seq, rxn, len);
         return false;
     }
-    if (memcmp(rxp, dev.mac, 6) || memcmp(rxp + 6, host_mac, 6)) {
+    if (memcmp(rxp, net.mac, 6) || memcmp(rxp + 6, host_mac, 6)) {
         set_why("frame %u: wrong Ethernet addresses", seq);
         return false;
     }
@@ -2230,37 +1508,20 @@ static void test_bench(void)
 
 /* ---- main ---------------------------------------------------------------------- */
 
-void vnt_main(uint32_t mbi_addr);
-void vnt_main(uint32_t mbi_addr)
+/* entry.asm calls this at CPL 3 with the Multiboot information's address. */
+void guest_main(uint32_t mbi_addr);
+void guest_main(uint32_t mbi_addr)
 {
-    const volatile uint32_t *mbi = (const volatile uint32_t *)(uintptr_t)mbi_addr;
-    const char *cmdline = (mbi[0] & (1u << 2)) ? (const char *)(uintptr_t)mbi[4] : "";
-    {   /* the arguments: the command line after the kernel's path */
-        const char *a = cmdline;
-        while (*a && (uint8_t)*a > ' ')
-            a++;
-        while (*a && (uint8_t)*a <= ' ')
-            a++;
-        size_t n = 0;
-        while (a[n])
-            n++;
-        while (n && (uint8_t)a[n - 1] <= ' ')
-            n--;
-        char text[200];
-        if (n > sizeof text - 1)
-            n = sizeof text - 1;
-        memcpy(text, a, n);
-        text[n] = 0;
-        print(NAME ": arguments: \"%s\"\n", text);
-    }
-    parse_cmdline(cmdline);
+    opt.mode = (enum mode)parse_cmdline(guest_cmdline(mbi_addr), mode_names,
+                                        sizeof mode_names / sizeof mode_names[0], option, USAGE);
+    options_done();
     if (checks_failed)
         finish();
     print(NAME ": test=%s nic=%u mrg=%u offload=%u rxbuf=%u\n", mode_names[opt.mode], opt.nic, opt.mrg,
           opt.offload, opt.rxbuf);
 
     /* PCI discovery (§4.1.2) */
-    if (!find_device()) {
+    if (!pci_find_virtio(VIRTIO_NET_DEVICE, opt.nic)) {
         set_why("found %u virtio-net function%s (1AF4:1041) on bus 0", dev.count, dev.count == 1 ? "" : "s");
         char what[64];
         fmt(what, sizeof what, "PCI bus 0: virtio-net #%u", opt.nic);
@@ -2273,28 +1534,9 @@ void vnt_main(uint32_t mbi_addr)
         print(NAME ": [verbose] %02x:%02x.%u: revision %u, command 0x%04X\n", b.bus, b.dev, b.fn, pci_r8(b, 0x08),
               pci_r16(b, PCI_COMMAND));
 
-    /* The virtio capabilities and their BARs (§4.1.4) */
-    uint64_t notify_base = 0;
-    bool ok = walk_caps() && map_cap(CAP_COMMON, CC_SIZE, &dev.common) && map_cap(CAP_NOTIFY, 2, &notify_base) &&
-              map_cap(CAP_ISR, 1, &dev.isr) && map_cap(CAP_DEVICE, NC_STATUS + 2, &dev.devcfg);
-    if (verbose)
-        for (int t = CAP_COMMON; t <= CAP_DEVICE; t++) {
-            struct cap *c = &dev.caps[t];
-            if (c->found)
-                print(NAME ": [verbose] %s: BAR %u, offset 0x%x, length 0x%x\n", cap_names[t], c->bar, c->offset,
-                      c->length);
-        }
-    if (!ok)
-        fatal("PCI: virtio capabilities common cfg, notify, ISR and device cfg, each inside a memory BAR");
-    result(true, "PCI: virtio capabilities common cfg, notify, ISR and device cfg, each inside a memory BAR");
-    uint16_t cmd = pci_r16(b, PCI_COMMAND);
-    pci_w16(b, PCI_COMMAND, cmd | PCI_CMD_MEMORY | PCI_CMD_MASTER);
-    cmd = pci_r16(b, PCI_COMMAND);
-    if ((cmd & (PCI_CMD_MEMORY | PCI_CMD_MASTER)) != (PCI_CMD_MEMORY | PCI_CMD_MASTER)) {
-        set_why("the command register reads 0x%04X", cmd);
-        fatal("PCI: command register: memory space and bus master enabled");
-    }
-    result(true, "PCI: command register: memory space and bus master enabled");
+    /* The virtio capabilities and their BARs (§4.1.4), then memory space
+     * and bus mastering on (virtio.c) */
+    virtio_pci_enable(virtio_pci_map(NC_STATUS + 2));
 
     /* §3.1.1 */
     if (!device_init())
@@ -2305,14 +1547,14 @@ void vnt_main(uint32_t mbi_addr)
     do {
         before = mmio_r8(dev.common + CC_CFGGEN);
         for (int i = 0; i < 6; i++)
-            dev.mac[i] = mmio_r8(dev.devcfg + NC_MAC + i);
+            net.mac[i] = mmio_r8(dev.devcfg + NC_MAC + i);
         after = mmio_r8(dev.common + CC_CFGGEN);
     } while (before != after);
-    print(NAME ": config: MAC %02x:%02x:%02x:%02x:%02x:%02x\n", dev.mac[0], dev.mac[1], dev.mac[2], dev.mac[3],
-          dev.mac[4], dev.mac[5]);
-    if ((dev.mac[0] & 1) || !(dev.mac[0] | dev.mac[1] | dev.mac[2] | dev.mac[3] | dev.mac[4] | dev.mac[5]))
+    print(NAME ": config: MAC %02x:%02x:%02x:%02x:%02x:%02x\n", net.mac[0], net.mac[1], net.mac[2], net.mac[3],
+          net.mac[4], net.mac[5]);
+    if ((net.mac[0] & 1) || !(net.mac[0] | net.mac[1] | net.mac[2] | net.mac[3] | net.mac[4] | net.mac[5]))
         set_why("a multicast or all-zero address");
-    result(!(dev.mac[0] & 1) && (dev.mac[0] | dev.mac[1] | dev.mac[2] | dev.mac[3] | dev.mac[4] | dev.mac[5]),
+    result(!(net.mac[0] & 1) && (net.mac[0] | net.mac[1] | net.mac[2] | net.mac[3] | net.mac[4] | net.mac[5]),
            "config: the MAC is a unicast address");
     if (dev.features & BIT(F_NET_STATUS)) {
         uint16_t st = mmio_r16(dev.devcfg + NC_STATUS);
