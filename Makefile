@@ -65,6 +65,7 @@ bench: setup guests linux release
 	$(SKVM_RELEASE) bench exits --cpu 1 --json > bench-results/exits.json
 	python3 scripts/bench-startup.py --skvm $(SKVM_RELEASE) --linux --json bench-results/startup.json | tee bench-results/startup.txt
 	python3 scripts/bench-block.py --skvm $(SKVM_RELEASE) --linux --json bench-results/block.json | tee bench-results/block.txt
+	python3 scripts/bench-qcow2.py --skvm $(SKVM_RELEASE) --json bench-results/qcow2.json | tee bench-results/qcow2.txt
 	@if [ "$$(id -u)" = 0 ]; then python3 scripts/bench-net.py --skvm $(SKVM_RELEASE) --linux --json bench-results/net.json | tee bench-results/net.txt; \
 	 else echo "bench: skipping the network benchmark (needs root for a network namespace and a tap)"; fi
 

@@ -199,4 +199,19 @@ struct Qcow2HostileTests {
         #expect(report.exitStatus == 2, "the zeros cluster is referenced as data and as 8191 blocks")
         #expect(ContinuousClock.now - start < .seconds(10))
     }
+
+    @Test("a snapshot whose L1 table offset is at the top of the 64-bit range: check reports it")
+    func snapshotL1Overflow() throws {
+        let dir = try TempFolder()
+        let image = try sampleImage(dir, "s.qcow2")
+        try QemuTools.qemuImg("snapshot", "-c", "s", image.path)
+        let h = try fileBytes(image.path)
+        let table = Int((0..<8).reduce(UInt64(0)) { $0 << 8 | UInt64(h[64 + $1]) })
+        try patch(image.path, at: table, be64(.max - 3))
+        let report = try Qcow2Checker.check(path: image.path)
+        #expect(report.exitStatus == 2)
+        #expect(report.messages.contains { $0.contains("snapshot L1 table at offset 18446744073709551612 lies past the end of the file") })
+        // The active layer is not affected.
+        #expect(qcow2Error(image.path) == nil)
+    }
 }

@@ -79,4 +79,22 @@ struct Qcow2SelfTests {
             _ = try backendBytes(again, at: 1 << 20, count: 1)
         }
     }
+
+    @Test("create and convert refuse to replace an image someone has open")
+    func replaceInUse() throws {
+        let dir = try TempFolder()
+        let path = dir.file("busy.qcow2")
+        try ImageTool.create(path: path, format: .qcow2, size: 1 << 20)
+        let holder = try Qcow2Image(path: path, readOnly: true)
+        #expect(throws: BlockError.locked(path: path, readOnly: false)) {
+            try ImageTool.create(path: path, format: .qcow2, size: 2 << 20)
+        }
+        try ImageTool.create(path: dir.file("src.qcow2"), format: .qcow2, size: 1 << 20)
+        #expect(throws: BlockError.locked(path: path, readOnly: false)) {
+            try ImageTool.convert(source: dir.file("src.qcow2"), destination: path, format: .qcow2)
+        }
+        holder.close()
+        try ImageTool.create(path: path, format: .qcow2, size: 2 << 20)
+        #expect(try ImageInfo.gather(path: path).virtualSize == 2 << 20)
+    }
 }

@@ -37,6 +37,7 @@ public enum ImageTool {
             if virtualSize == nil { virtualSize = info.virtualSize }
         }
         guard let virtualSize else { throw .unsupportedImage(path: path, reason: "no size given and no backing file to take it from") }
+        try refuseIfInUse(path)
         switch format {
         case .raw:
             try Qcow2Creator.writeAtomically(path: path, bytes: [], extraLength: virtualSize)
@@ -52,6 +53,18 @@ public enum ImageTool {
             o.backingFormat = backingFile == nil ? nil : backingKind?.rawValue
             try Qcow2Creator.create(path: path, options: o)
         }
+    }
+
+    /// Throws `.locked` when an image exists at `path` and someone holds a
+    /// lock on it (a running VM): replacing it under them would leave them
+    /// writing a file nobody sees. A missing file is fine.
+    static func refuseIfInUse(_ path: String) throws(BlockError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var r: Int32
+        repeat { r = flock(fd, LOCK_EX | LOCK_NB) } while r < 0 && errno == EINTR
+        if r < 0 && errno == EWOULDBLOCK { throw .locked(path: path, readOnly: false) }
     }
 
     // MARK: - io
@@ -102,6 +115,7 @@ public enum ImageTool {
                                clusterSize: UInt64 = 65536, progress: ((Double) -> Void)? = nil) throws(BlockError) {
         let input = try openImage(path: source, format: sourceFormat, readOnly: true)
         defer { input.close() }
+        try refuseIfInUse(destination)
         let size = input.size
         let temporary = destination + ".skvm-convert-\(getpid())"
         var done = false

@@ -118,7 +118,8 @@ public enum Qcow2Checker {
         func walk(l1Offset: UInt64, l1Size: UInt32, active: Bool) {
             guard l1Size > 0 else { return }
             reference(l1Offset, UInt64(l1Size) * 8, active ? "L1 table" : "snapshot L1 table")
-            guard UInt64(l1Size) * 8 <= Qcow2Engine.maxL1Bytes, l1Offset + UInt64(l1Size) * 8 <= file.length,
+            let l1End = l1Offset.addingReportingOverflow(UInt64(l1Size) * 8)
+            guard UInt64(l1Size) * 8 <= Qcow2Engine.maxL1Bytes, !l1End.overflow, l1End.partialValue <= file.length,
                   let l1 = try? file.readArray(at: l1Offset, count: Int(l1Size) * 8) else { return }
             var lastHost: UInt64 = 0
             // An L2 table twice in one L1 table is a corruption the refcount

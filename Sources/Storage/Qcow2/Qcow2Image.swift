@@ -8,10 +8,12 @@
 // chain), Qcow2Engine (validation and reads), Qcow2Writer (writes, zeroes,
 // discard, flush and their crash-safe order). docs/qcow2.md is the guide.
 //
-// One mutex serialises all requests on an image: metadata updates are
-// read-modify-write sequences across the L1 table, L2 tables and refcount
-// blocks, and one lock makes their ordering argument simple. The I/O thread
-// is the only user on the hot path, so the lock is uncontended there.
+// One mutex serialises the metadata work of all requests on an image:
+// updates are read-modify-write sequences across the L1 table, L2 tables and
+// refcount blocks, and one lock keeps their ordering argument simple. Reads
+// and in-place writes take it only to map their range; the data of
+// allocated clusters moves after it is released (Qcow2Engine.planRead,
+// planWrite), so that several of virtio-blk's workers work at once.
 
 import Synchronization
 
@@ -89,7 +91,22 @@ public final class Qcow2Image: BlockBackend {
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(BlockError) {
         guard !readOnly else { throw .readOnly(operation: .write) }
         try checkRange(.write, offset: offset, length: UInt64(buffer.count))
-        try withEngine(.write) { (e) throws(BlockError) in try e.write(at: offset, from: buffer) }
+        guard let base = buffer.baseAddress else { return }
+        // Allocating writes under the lock; in-place ones after it (see planWrite).
+        var plan = Qcow2ReadPlan()
+        var done = 0
+        while done < buffer.count {
+            let (next, fd) = try engine.withLock { (e: inout Qcow2Engine?) throws(BlockError) -> (Int, Int32) in
+                guard let engine = e else { throw .closed(operation: .write) }
+                return (try engine.planWrite(at: offset, from: buffer, from: done, plan: &plan), engine.file.descriptor)
+            }
+            for i in 0..<plan.count {
+                let x = plan.extents[i]
+                // SAFETY: planWrite made [start, start + length) a part of the buffer.
+                try pwriteAll(fd, base + x.start, count: x.length, offset: x.host, operation: .write)
+            }
+            done = next
+        }
     }
 
     public func flush() throws(BlockError) {

@@ -81,18 +81,27 @@ extension Qcow2Engine {
 
     // MARK: - Writes
 
-    /// Writes guest bytes [offset, offset + buffer.count), range-checked by the caller.
-    func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(BlockError) {
+    /// Writes guest bytes [offset + start, offset + buffer.count),
+    /// range-checked by the caller, except the parts that go in place.
+    ///
+    /// Clusters with COPIED (refcount 1) are written in place: no metadata
+    /// changes, so they become extents in `plan` (coalesced while
+    /// host-contiguous) that the caller pwrites after releasing the lock.
+    /// Everything that allocates is done here, under the lock, data before
+    /// metadata. Stops early when `plan` is full; returns how far the
+    /// buffer is written or planned.
+    func planWrite(at offset: UInt64, from buffer: UnsafeRawBufferPointer, from start: Int,
+                   plan: inout Qcow2ReadPlan) throws(BlockError) -> Int {
         let cs = geometry.clusterSize
-        var done = 0
+        var done = start
+        plan.count = 0
         while done < buffer.count {
             let pos = offset + UInt64(done)
             let cluster = pos / cs
             let inCluster = pos & (cs - 1)
             var count = Int(min(cs - inCluster, UInt64(buffer.count - done)))
             if case .standard(let host, copied: true) = try mapping(ofCluster: cluster) {
-                // In place, coalesced with the following clusters while they
-                // are writable in place and contiguous on the host.
+                guard plan.count < Qcow2ReadPlan.capacity else { return done }
                 try checkData(host, cluster: cluster)
                 var next = cluster + 1
                 var hostEnd = host + cs
@@ -102,7 +111,8 @@ extension Qcow2Engine {
                     next += 1
                     hostEnd += cs
                 }
-                try file.write(at: host + inCluster, from: UnsafeRawBufferPointer(rebasing: buffer[done..<(done + count)]))
+                plan.extents[plan.count] = Qcow2ReadPlan.Extent(start: done, length: count, host: host + inCluster)
+                plan.count += 1
             } else if inCluster == 0 && count == Int(cs) {
                 count = try writeNewClusters(from: cluster, UnsafeRawBufferPointer(rebasing: buffer[done...]))
             } else {
@@ -110,6 +120,7 @@ extension Qcow2Engine {
             }
             done += count
         }
+        return done
     }
 
     /// Writes whole clusters from guest cluster `first` on into newly
