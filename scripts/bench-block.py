@@ -64,7 +64,7 @@ def run_guest(cmd, label):
 
 
 def skvm_cmd(a, image, qd):
-    return [a.skvm, "run", "--quiet", "--no-input", "--memory", "128M", "--kernel", GUEST,
+    return [a.skvm, "run", "--quiet", "--no-input", "--stats", "--memory", "128M", "--kernel", GUEST,
             "--disk", f"path={image},cache=none", "--append", guest_args(a, qd)]
 
 

@@ -89,35 +89,11 @@ public final class RawImage: BlockBackend {
     /// `.directIOUnsupported` when `cache == .none` and the filesystem refuses
     /// O_DIRECT, and `.openFailed` for every other host error.
     public init(path: String, readOnly: Bool = false, cache: CacheMode = .writeback) throws(BlockError) {
-        // O_NONBLOCK so that a FIFO given by mistake is refused rather than
-        // blocking the open; it is cleared again below.
-        let flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK
-        var fd: Int32 = -1
-        repeat { fd = open(path, flags) } while fd < 0 && errno == EINTR
-        guard fd >= 0 else {
-            let e = errno
-            throw e == EISDIR ? .isDirectory(path: path) : .openFailed(path: path, errno: e)
-        }
+        let (fd, st) = try openLockedImage(path: path, readOnly: readOnly, allowBlockDevice: true, refuse: Self.describe(fileType:))
         // From here on every failure must close fd (which also drops the lock).
         var opened = false
         defer { if !opened { Glibc.close(fd) } }
-
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .openFailed(path: path, errno: errno) }
-        let type = st.st_mode & S_IFMT
-        if type == S_IFDIR { throw .isDirectory(path: path) }
-        guard type == S_IFREG || type == S_IFBLK else {
-            throw .unsupportedFileType(path: path, kind: Self.describe(fileType: type))
-        }
-        let isBlockDevice = type == S_IFBLK
-
-        // Lock before reading the size, so the size is the one we own.
-        var lockResult: Int32
-        repeat { lockResult = flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) } while lockResult < 0 && errno == EINTR
-        if lockResult < 0 {
-            let e = errno
-            throw e == EWOULDBLOCK ? .locked(path: path, readOnly: readOnly) : .openFailed(path: path, errno: e)
-        }
+        let isBlockDevice = st.st_mode & S_IFMT == S_IFBLK
 
         let size: UInt64
         if isBlockDevice {

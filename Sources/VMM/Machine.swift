@@ -677,7 +677,9 @@ public final class Machine: Sendable {
             mmioNames: { mmio.entry(containing: $0)?.device.name ?? "(none)" })
         var devices: [String] = []
         for (i, b) in blockDevices.enumerated() where b.failedRequests > 0 {
-            devices.append("virtio-blk \(i): \(b.failedRequests) request\(b.failedRequests == 1 ? "" : "s") answered IOERR/UNSUPP or malformed")
+            var line = "virtio-blk \(i): \(b.failedRequests) request\(b.failedRequests == 1 ? "" : "s") answered IOERR/UNSUPP or malformed"
+            if let why = b.needsResetReason { line += "; DEVICE_NEEDS_RESET: \(why)" }
+            devices.append(line)
         }
         for (i, n) in nics.enumerated() {
             let c = n.statistics

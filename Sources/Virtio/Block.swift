@@ -88,6 +88,7 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     private let running = Atomic<Int>(0)
     /// What pool threads finished: used elements, and whether a request had no valid framing.
     private let done = Mutex<(elements: [UsedElement], malformed: Bool)>(([], false))
+    private let resetReason = Mutex<String?>(nil)
     /// Set when the queue broke beyond repair (the transport reports DEVICE_NEEDS_RESET).
     public private(set) var needsReset = false
 
@@ -181,7 +182,7 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
                 }
                 guard let written = process(chain) else {
                     // A request without the framing §5.2.6 requires: a broken driver (QEMU agrees).
-                    markNeedsReset()
+                    markNeedsReset("request at head \(chain.headIndex) has no 16-byte header or no status byte")
                     break
                 }
                 if (try? q.addUsed(head: chain.headIndex, length: written)) != nil { completed = true }
@@ -209,7 +210,7 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
             d.malformed = false
             return taken
         }
-        if malformed { markNeedsReset() }
+        if malformed { markNeedsReset("a request served on the I/O pool had no 16-byte header or no status byte") }
         guard !elements.isEmpty else { return false }
         return (try? q.addUsed(elements)) != nil
     }
@@ -227,16 +228,20 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
             // readable buffer after a writable one) means a broken or hostile
             // driver: stop serving the queue until it resets the device, as
             // QEMU does (§2.1.2, DEVICE_NEEDS_RESET).
-            markNeedsReset()
+            markNeedsReset("malformed chain: \(error)")
             return nil
         }
     }
 
-    private func markNeedsReset() {
+    private func markNeedsReset(_ why: String) {
         failed.add(1, ordering: .relaxed)
         needsReset = true
+        resetReason.withLock { $0 = why }
         interrupt?.signalNeedsReset()
     }
+
+    /// Why the device last set DEVICE_NEEDS_RESET (for `--stats`), nil if it never did.
+    public var needsResetReason: String? { resetReason.withLock { $0 } }
 
     /// Serves one request; returns the bytes written into the chain's writable
     /// buffers, or nil when the request lacks the framing §5.2.6 requires (a

@@ -21,36 +21,11 @@ final class Qcow2File {
     var unsynced = false
 
     init(path: String, readOnly: Bool, cache: CacheMode = .writeback) throws(BlockError) {
-        let flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK
-        var fd: Int32 = -1
-        repeat { fd = open(path, flags) } while fd < 0 && errno == EINTR
-        guard fd >= 0 else {
-            let e = errno
-            throw e == EISDIR ? .isDirectory(path: path) : .openFailed(path: path, errno: e)
+        let (fd, st) = try openLockedImage(path: path, readOnly: readOnly, allowBlockDevice: false) { _ in
+            "not a regular file (qcow2 images must be files)"
         }
         var opened = false
         defer { if !opened { Glibc.close(fd) } }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .openFailed(path: path, errno: errno) }
-        let type = st.st_mode & S_IFMT
-        if type == S_IFDIR { throw .isDirectory(path: path) }
-        guard type == S_IFREG else { throw .unsupportedFileType(path: path, kind: "not a regular file (qcow2 images must be files)") }
-        // A conflicting lock held for an instant is not a conflict: a process
-        // that forks holds a copy of every descriptor (ours included, when
-        // this process forked) until its exec closes them. Five tries 2 ms
-        // apart outlast that window; a real user of the image holds on.
-        var r: Int32 = 0
-        for attempt in 0..<5 {
-            repeat { r = flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) } while r < 0 && errno == EINTR
-            guard r < 0, errno == EWOULDBLOCK, attempt < 4 else { break }
-            usleep(2000)
-        }
-        if r < 0 {
-            let e = errno
-            throw e == EWOULDBLOCK ? .locked(path: path, readOnly: readOnly) : .openFailed(path: path, errno: e)
-        }
-        // Re-read the size under the lock.
-        guard fstat(fd, &st) == 0 else { throw .openFailed(path: path, errno: errno) }
         let current = fcntl(fd, F_GETFL)
         guard current >= 0, fcntl(fd, F_SETFL, current & ~O_NONBLOCK) == 0 else { throw .openFailed(path: path, errno: errno) }
         self.path = path
