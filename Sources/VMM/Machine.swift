@@ -459,6 +459,11 @@ public final class Machine: Sendable {
     /// Checks the vCPU and pinning choices against this host.
     static func checkUserLimits(_ config: MachineConfig) throws(VMMError) {
         guard config.cpus >= 1 else { throw VMMError("--cpus must be at least 1", status: ExitStatus.usage) }
+        let pciCount = config.disks.count { $0.transport == .pci } + config.nets.count { $0.transport == .pci }
+        guard pciCount <= 31 else {
+            throw VMMError("\(pciCount) virtio devices on PCI: skvm's bus 0 has 31 slots (slot 0 is the host bridge); give some transport=mmio",
+                           status: ExitStatus.usage)
+        }
         let mmioCount = virtioMMIOWindows(config).count
         guard mmioCount <= MachineMap.virtioMMIOSlots else {
             throw VMMError("\(mmioCount) devices with transport=mmio: skvm's machine has \(MachineMap.virtioMMIOSlots) virtio-mmio windows (IOAPIC pins 16-23); put the rest on PCI",

@@ -106,13 +106,16 @@ struct VirtioBlockTests {
         #expect(none.stdout.contains("virtio-mmio window #1: MagicValue \"virt\", Version 2, DeviceID 2 (block): FAIL (MagicValue reads 0xffffffff)"))
     }
 
-    @Test("more virtio-mmio disks than windows is one clear line")
+    @Test("more virtio-mmio disks than windows, or more PCI devices than slots, is one clear line")
     func tooManyMMIODisks() throws {
         _ = try requireGuest("echo.elf")
         let image = try Disk.make("many.img")
         var arguments = ["run", "--kernel", "guests/build/echo.elf"]
         for _ in 0..<9 { arguments += ["--disk", "path=\(image),transport=mmio,readonly=on"] }
         BadInputTests.expectOneLineError(try Harness.run(arguments), containing: "9 devices with transport=mmio")
+        var pci = ["run", "--kernel", "guests/build/echo.elf"]
+        for _ in 0..<32 { pci += ["--disk", "path=\(image),readonly=on"] }
+        BadInputTests.expectOneLineError(try Harness.run(pci), containing: "32 virtio devices on PCI: skvm's bus 0 has 31 slots")
     }
 
     @Test("--trace virtio shows the handshake, each chain popped, each used element and the interrupt decision, in order")
