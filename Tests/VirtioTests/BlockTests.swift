@@ -227,13 +227,17 @@ struct BlockPoolTests {
         }
         try rig.driver.publish()
         rig.device.queueNotified(0)
-        let deadline = ContinuousClock.now + .seconds(10)
-        while rig.completions < 8 && ContinuousClock.now < deadline { usleep(1000) }
-        #expect(rig.completions == 8, "every request ran on the pool and called back")
-        #expect(rig.pool.threadCount >= 1)
-        rig.device.queueNotified(0)   // what the machine does when the completion eventfd fires
+        // The last request may be served at once on this thread, when the pool
+        // already finished the others (nothing else waiting, nothing running).
         var seen: [UInt32: UInt32] = [:]
-        while let used = try rig.driver.popUsed() { seen[used.element.id] = used.element.len }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while seen.count < 8 && ContinuousClock.now < deadline {
+            usleep(1000)
+            rig.device.queueNotified(0)   // what the machine does when the completion eventfd fires
+            while let used = try rig.driver.popUsed() { seen[used.element.id] = used.element.len }
+        }
+        #expect(rig.completions >= 7, "the requests that found others waiting ran on the pool and called back")
+        #expect(rig.pool.threadCount >= 1)
         #expect(seen.count == 8)
         for (i, chain) in chains.enumerated() {
             #expect(seen[UInt32(chain.head)] == 1025)
@@ -264,7 +268,11 @@ struct BlockPoolTests {
         try rig.driver.publish()
         rig.device.queueNotified(0)
         rig.device.reset()
-        #expect(rig.completions == 6, "reset returned only after every running request finished")
+        // Five found others waiting and went to the pool; the sixth may have been served inline.
+        let afterReset = rig.completions
+        #expect(afterReset >= 5, "reset returned only after every running request finished")
+        usleep(50_000)
+        #expect(rig.completions == afterReset, "nothing was still running on the pool after the reset")
         #expect(try rig.driver.usedIndex() <= 1, "results of the old session are not published after the reset")
         rig.pool.shutdown()
     }
