@@ -180,6 +180,28 @@ public final class GuestMemory: @unchecked Sendable {
         p.storeBytes(of: value, as: T.self)
     }
 
+    // MARK: - Fields the guest changes concurrently
+
+    /// Reads the 16-bit field at `address` with one load that cannot tear:
+    /// virtio's ring indexes and flags, which the driver writes while the
+    /// device reads (a generic `read` may be compiled as a byte-wise copy).
+    /// An odd address (never the case for a validated ring) falls back to `read`.
+    public func loadShared16(at address: GuestAddress) throws(MemoryError) -> UInt16 {
+        let p = try pointer(address, 2)
+        guard address.rawValue & 1 == 0 else { return p.loadUnaligned(as: UInt16.self) }
+        // SAFETY: p addresses 2 bytes of guest RAM, 2-byte aligned.
+        return ckvm_load_shared_u16(p)
+    }
+
+    /// Writes the 16-bit field at `address` with one store that cannot tear
+    /// (used->idx, used->flags, avail_event); see `loadShared16`.
+    public func storeShared16(_ value: UInt16, at address: GuestAddress) throws(MemoryError) {
+        let p = try pointer(address, 2)
+        guard address.rawValue & 1 == 0 else { return p.storeBytes(of: value, as: UInt16.self) }
+        // SAFETY: as in loadShared16.
+        ckvm_store_shared_u16(p, value)
+    }
+
     // MARK: - Byte access
 
     /// Copies `bytes` into guest memory at `address`.

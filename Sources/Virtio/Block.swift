@@ -185,7 +185,12 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
                     markNeedsReset("request at head \(chain.headIndex) has no 16-byte header or no status byte")
                     break
                 }
-                if (try? q.addUsed(head: chain.headIndex, length: written)) != nil { completed = true }
+                do {
+                    try q.addUsed(head: chain.headIndex, length: written)
+                    completed = true
+                } catch {
+                    markNeedsReset("device bug: \(error)")
+                }
             }
         } while !needsReset && q.enableNotification()
         if completed && q.needsNotification() { interrupt?.signalUsedBuffer(queueIndex: 0) }
@@ -212,7 +217,11 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
         }
         if malformed { markNeedsReset("a request served on the I/O pool had no 16-byte header or no status byte") }
         guard !elements.isEmpty else { return false }
-        return (try? q.addUsed(elements)) != nil
+        do { try q.addUsed(elements) } catch {
+            markNeedsReset("device bug: \(error)")
+            return false
+        }
+        return true
     }
 
     /// Waits until no request is running on the pool (a reset, or the machine stopping).

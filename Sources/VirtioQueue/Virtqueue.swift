@@ -117,6 +117,10 @@ public struct Virtqueue: Sendable {
     private var lastCheckedUsed: UInt16 = 0
     /// Reused chain storage: no allocation once the previous chain is dropped.
     private var scratch: [DescriptorBuffer] = []
+    /// Which heads are in flight (popped, not yet used): a used element for
+    /// any other head is a device bug that would make the driver free
+    /// descriptors twice, so `addUsed` refuses it.
+    private var headInFlight: [Bool] = []
     /// `--trace virtio`: pops, used elements and interrupt decisions (nil: off).
     public var trace: VirtioTrace? = nil
 
@@ -174,6 +178,7 @@ public struct Virtqueue: Sendable {
         availEventAddress = GuestAddress(used + 4 + 8 * UInt64(size))
         // Room for typical chains up front (capped: long chains are rare).
         scratch.reserveCapacity(min(Int(size), 64))
+        headInFlight = [Bool](repeating: false, count: Int(size))
     }
 
     // MARK: - Popping available chains (§2.7.6, §2.7.13)
@@ -204,6 +209,7 @@ public struct Virtqueue: Sendable {
         nextAvail &+= 1
         guard head < size else { throw .headIndexOutOfRange(head: head, size: size) }
         inFlight += 1
+        headInFlight[Int(head)] = true
 
         // Keeps the capacity; no copy while the previous chain is gone.
         scratch.removeAll(keepingCapacity: true)
@@ -241,7 +247,7 @@ public struct Virtqueue: Sendable {
     private mutating func loadAvailIndex() throws(VirtqueueError) -> UInt16 {
         let index: UInt16
         do {
-            index = try memory.read(at: availIndexAddress)
+            index = try memory.loadShared16(at: availIndexAddress)
         } catch {
             isBroken = true
             throw .guestMemory(error)
@@ -270,6 +276,7 @@ public struct Virtqueue: Sendable {
         guard head < size else { throw .usedHeadOutOfRange(head: head, size: size) }
         // More used than popped would overwrite entries the driver has not read.
         guard inFlight > 0 else { throw .usedRingOverflow(head: head) }
+        guard headInFlight[Int(head)] else { throw .usedHeadNotInFlight(head: head) }
         let slot = UInt64(nextUsed & (size - 1))
         let element = GuestAddress(usedEntriesAddress.rawValue + 8 * slot)
         do {
@@ -277,13 +284,14 @@ public struct Virtqueue: Sendable {
             try memory.write(UInt64(head) | (UInt64(length) << 32), at: element)
             // Release: element and buffer contents before the index.
             atomicMemoryFence(ordering: .releasing)
-            try memory.write(nextUsed &+ 1, at: usedIndexAddress)
+            try memory.storeShared16(nextUsed &+ 1, at: usedIndexAddress)
         } catch {
             isBroken = true
             throw .guestMemory(error)
         }
         nextUsed &+= 1
         inFlight -= 1
+        headInFlight[Int(head)] = false
         trace?("used[\(nextUsed &- 1)] head \(head), \(length) bytes written")
     }
 
@@ -296,6 +304,14 @@ public struct Virtqueue: Sendable {
         guard !isBroken else { throw .queueBroken }
         guard elements.count <= inFlight else { throw .usedRingOverflow(head: elements.first?.head ?? 0) }
         for e in elements where e.head >= size { throw .usedHeadOutOfRange(head: e.head, size: size) }
+        // Every head in flight, and none twice in the batch.
+        for (i, e) in elements.enumerated() {
+            guard headInFlight[Int(e.head)] else {
+                for earlier in elements[..<i] { headInFlight[Int(earlier.head)] = true }
+                throw .usedHeadNotInFlight(head: e.head)
+            }
+            headInFlight[Int(e.head)] = false
+        }
         var index = nextUsed
         do {
             for e in elements {
@@ -304,7 +320,7 @@ public struct Virtqueue: Sendable {
                 index &+= 1
             }
             atomicMemoryFence(ordering: .releasing)
-            try memory.write(index, at: usedIndexAddress)
+            try memory.storeShared16(index, at: usedIndexAddress)
         } catch {
             isBroken = true
             throw .guestMemory(error)
@@ -337,12 +353,12 @@ public struct Virtqueue: Sendable {
         // re-enable interrupts after our read, see no entry, and sleep for ever.
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         if eventIndexEnabled {
-            guard let usedEvent = try? memory.read(UInt16.self, at: usedEventAddress) else { return true }
+            guard let usedEvent = try? memory.loadShared16(at: usedEventAddress) else { return true }
             let wanted = Self.needEvent(eventIndex: usedEvent, newIndex: new, oldIndex: old)
             trace?(wanted ? "interrupt (used_event \(usedEvent) in [\(old), \(new)))" : "no interrupt (used_event \(usedEvent) not in [\(old), \(new)))")
             return wanted
         }
-        guard let flags = try? memory.read(UInt16.self, at: availFlagsAddress) else { return true }
+        guard let flags = try? memory.loadShared16(at: availFlagsAddress) else { return true }
         let wanted = flags & Self.availFlagNoInterrupt == 0
         trace?(wanted ? "interrupt" : "no interrupt (VIRTQ_AVAIL_F_NO_INTERRUPT)")
         return wanted
@@ -365,14 +381,14 @@ public struct Virtqueue: Sendable {
     public mutating func enableNotification() -> Bool {
         do {
             if eventIndexEnabled {
-                try memory.write(nextAvail, at: availEventAddress)
+                try memory.storeShared16(nextAvail, at: availEventAddress)
             } else {
-                try memory.write(UInt16(0), at: usedFlagsAddress)
+                try memory.storeShared16(0, at: usedFlagsAddress)
             }
             // Store before re-reading avail->idx (store-load), or a buffer
             // added meanwhile is neither seen here nor notified.
             atomicMemoryFence(ordering: .sequentiallyConsistent)
-            let index: UInt16 = try memory.read(at: availIndexAddress)
+            let index = try memory.loadShared16(at: availIndexAddress)
             return index != nextAvail
         } catch {
             return true
@@ -385,14 +401,14 @@ public struct Virtqueue: Sendable {
     /// write is ignored.
     public mutating func disableNotification() {
         guard !eventIndexEnabled else { return }
-        try? memory.write(Self.usedFlagNoNotify, at: usedFlagsAddress)
+        try? memory.storeShared16(Self.usedFlagNoNotify, at: usedFlagsAddress)
     }
 
     /// Writes avail_event: with EVENT_IDX the driver notifies when it fills
     /// available entry `index` (later than `enableNotification` asks for).
     public func setAvailEvent(_ index: UInt16) throws(VirtqueueError) {
         do {
-            try memory.write(index, at: availEventAddress)
+            try memory.storeShared16(index, at: availEventAddress)
         } catch {
             throw .guestMemory(error)
         }

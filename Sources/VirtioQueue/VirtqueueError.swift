@@ -79,6 +79,9 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
     case usedHeadOutOfRange(head: UInt16, size: UInt16)
     /// `addUsed` with no chain in flight (it would overrun the used ring).
     case usedRingOverflow(head: UInt16)
+    /// `addUsed` for a head that is not in flight (already used, or never
+    /// popped): the driver would free descriptors it may have reused.
+    case usedHeadNotInFlight(head: UInt16)
 
     // MARK: The queue as a whole
 
@@ -152,6 +155,8 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
             return "used element for descriptor \(head), beyond the queue size \(size)"
         case .usedRingOverflow(let head):
             return "used element for descriptor \(head) with no chain in flight"
+        case .usedHeadNotInFlight(let head):
+            return "used element for descriptor \(head), which heads no chain in flight"
         case .guestMemory(let error):
             return "virtqueue ring access failed: \(error)"
         case .queueBroken:

@@ -7,7 +7,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import Memory
+import Synchronization
 import Testing
 
 private let mib: UInt64 = 1 << 20
@@ -347,4 +349,41 @@ private func hugetlbPoolIsEmpty() -> Bool {
     let text = String(decoding: bytes, as: UTF8.self)
     guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("HugePages_Free:") }) else { return true }
     return line.split(separator: " ").last == "0"
+}
+
+@Suite("GuestMemory shared 16-bit fields")
+struct SharedFieldTests {
+    @Test("loadShared16 and storeShared16 round-trip, little-endian, and check the range")
+    func roundTrip() throws {
+        let m = try GuestMemory(layout: [GuestRange(start: GuestAddress(0), length: 1 << 20)!])
+        try m.storeShared16(0x1234, at: GuestAddress(0x100))
+        #expect(try m.readBytes(at: GuestAddress(0x100), count: 2) == [0x34, 0x12])
+        #expect(try m.loadShared16(at: GuestAddress(0x100)) == 0x1234)
+        #expect(throws: MemoryError.self) { try m.loadShared16(at: GuestAddress((1 << 20) - 1)) }
+        #expect(throws: MemoryError.self) { try m.storeShared16(1, at: GuestAddress(1 << 20)) }
+    }
+
+    @Test("a field another thread keeps moving across a byte boundary (0x44FF <-> 0x4500) never reads torn")
+    func neverTorn() throws {
+        let m = try GuestMemory(layout: [GuestRange(start: GuestAddress(0), length: 1 << 20)!])
+        let field = GuestAddress(0x2000)
+        try m.storeShared16(0x44FF, at: field)
+        final class Flag: @unchecked Sendable { let stop = Atomic<Bool>(false) }
+        let flag = Flag()
+        let writer = Thread {
+            var v: UInt16 = 0x44FF
+            while !flag.stop.load(ordering: .relaxed) {
+                v = v == 0x44FF ? 0x4500 : 0x44FF
+                try? m.storeShared16(v, at: field)
+            }
+        }
+        writer.start()
+        var torn = 0
+        for _ in 0..<2_000_000 {
+            let v = try m.loadShared16(at: field)
+            if v != 0x44FF && v != 0x4500 { torn += 1 }
+        }
+        flag.stop.store(true, ordering: .relaxed)
+        #expect(torn == 0, "saw \(torn) torn values (0x45FF or 0x4400)")
+    }
 }

@@ -21,6 +21,18 @@
 #include "ckvm_storage.h"
 #include "ckvm_net.h"
 
+/// One 16-bit load or store that cannot tear, for memory the guest changes
+/// concurrently (virtio ring indexes and flags). `p` is 2-byte aligned.
+/// A Swift generic load of guest memory may be compiled as a memcpy, which
+/// is free to move the two bytes one at a time: a device reading avail->idx
+/// while the driver moves it from 0x44FF to 0x4500 could see 0x45FF.
+static inline uint16_t ckvm_load_shared_u16(const void *p) {
+    return __atomic_load_n((const uint16_t *)p, __ATOMIC_RELAXED);
+}
+static inline void ckvm_store_shared_u16(void *p, uint16_t v) {
+    __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED);
+}
+
 // MARK: - Request numbers (Documentation/virt/kvm/api.rst, section 4)
 
 // System ioctls, on the /dev/kvm fd.
