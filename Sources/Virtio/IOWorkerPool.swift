@@ -56,25 +56,27 @@ public final class IOWorkerPool: @unchecked Sendable {
     /// Returns false when the pool is stopping or no thread could run it (then
     /// the caller runs the job itself).
     public func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
-        let grow: Bool = state.withLock { s in
-            guard !s.stopping else { return false }
+        enum Admission { case refused, queued, queuedNeedsThread }
+        let admission: Admission = state.withLock { s in
+            guard !s.stopping else { return .refused }
             s.jobs.append(job)
-            if s.idle == 0 && s.threads < maximumThreads {
-                s.threads += 1
-                return true
-            }
-            return false
+            guard s.idle == 0 && s.threads < maximumThreads else { return .queued }
+            s.threads += 1
+            return .queuedNeedsThread
         }
-        if grow && !spawn({ [self] in self.work() }) {
+        switch admission {
+        case .refused:
+            return false
+        case .queuedNeedsThread where !spawn({ [self] in self.work() }):
             let orphaned: Bool = state.withLock { s in
                 s.threads -= 1
+                // No thread will ever take it: give the job back (only this thread submits).
+                if s.threads == 0 { s.jobs.removeLast() }
                 return s.threads == 0
             }
-            if orphaned {
-                // No thread will ever take it: give the job back.
-                _ = state.withLock { $0.jobs.popLast() }
-                return false
-            }
+            if orphaned { return false }
+        default:
+            break
         }
         sem_post(semaphore)
         return true

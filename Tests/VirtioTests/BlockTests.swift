@@ -277,3 +277,28 @@ struct BlockPoolTests {
         rig.pool.shutdown()
     }
 }
+
+@Suite("IOWorkerPool")
+struct IOWorkerPoolTests {
+    @Test("after shutdown the pool refuses jobs (the caller runs them), and never runs one it refused")
+    func refusesAfterShutdown() throws {
+        let pool = IOWorkerPool(maximumThreads: 2) { body in
+            Thread { body() }.start()
+            return true
+        }
+        final class Count: @unchecked Sendable { let value = Atomic<Int>(0) }
+        let ran = Count()
+        #expect(pool.submit { ran.value.add(1, ordering: .relaxed) })
+        pool.shutdown()
+        #expect(!pool.submit { ran.value.add(1, ordering: .relaxed) })
+        usleep(50_000)
+        #expect(ran.value.load(ordering: .relaxed) == 1)
+    }
+
+    @Test("when no thread can be started, the job comes back to the caller")
+    func noThread() {
+        let pool = IOWorkerPool(maximumThreads: 2) { _ in false }
+        #expect(!pool.submit {})
+        #expect(pool.threadCount == 0)
+    }
+}
