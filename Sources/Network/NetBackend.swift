@@ -10,6 +10,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKVM
 
 /// What became of a frame handed to `send`.
 public enum SendOutcome: Equatable, Sendable {
@@ -46,9 +47,9 @@ public protocol NetBackend: AnyObject, Sendable {
 /// The offload bits of `NetBackend.setOffloads` (linux/if_tun.h TUN_F_*).
 public enum TapOffload {
     /// The host may hand over frames with partial checksums (NEEDS_CSUM).
-    public static let checksum: UInt32 = 0x01
+    public static let checksum = UInt32(CKVM_TUN_F_CSUM)
     /// ... and TCP/IPv4 segments up to 64 KiB (GSO TCPV4); needs `checksum`.
-    public static let tso4: UInt32 = 0x02
+    public static let tso4 = UInt32(CKVM_TUN_F_TSO4)
     /// ... and TCP/IPv6 segments (GSO TCPV6); needs `checksum`.
-    public static let tso6: UInt32 = 0x04
+    public static let tso6 = UInt32(CKVM_TUN_F_TSO6)
 }

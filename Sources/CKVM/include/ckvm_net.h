@@ -15,11 +15,9 @@
 static const unsigned CKVM_TUN_F_CSUM = TUN_F_CSUM;
 static const unsigned CKVM_TUN_F_TSO4 = TUN_F_TSO4;
 static const unsigned CKVM_TUN_F_TSO6 = TUN_F_TSO6;
-static const unsigned CKVM_TUN_F_TSO_ECN = TUN_F_TSO_ECN;
 static const short CKVM_IFF_TAP = IFF_TAP;
 static const short CKVM_IFF_NO_PI = IFF_NO_PI;
 static const short CKVM_IFF_VNET_HDR = IFF_VNET_HDR;
-static const short CKVM_IFF_MULTI_QUEUE = IFF_MULTI_QUEUE;
 static const int CKVM_IFNAMSIZ = IFNAMSIZ;
 
 /// TUNSETIFF: attaches `fd` (an open /dev/net/tun) to the interface `name`
