@@ -93,6 +93,11 @@ public final class Machine: Sendable {
         }
     }
 
+    /// The disks' completion eventfds belong to the machine (taps close with their devices).
+    deinit {
+        for source in wakeSources where source.isEventFD { close(source.descriptor) }
+    }
+
     /// Builds the VM (steps 1-6). Nothing runs until `run()`.
     /// `allocationCounter`: the calling thread's heap allocations so far, if
     /// the executable counts them; `--stats` then reports the I/O thread's.
